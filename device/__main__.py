@@ -1,0 +1,122 @@
+"""`coral-classifier` command line: run the daemon, classify images, check a config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from device import __version__
+from device.errors import CoralError
+
+log = logging.getLogger("device")
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from device.config import load_config
+    from device.service import run_daemon
+
+    cfg = load_config(args.config)
+    logging.getLogger().setLevel(args.log_level or cfg.log.level)
+    return run_daemon(cfg)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from device.config import load_config
+
+    cfg = load_config(args.config)
+    print(f"{args.config}: OK (camera={cfg.camera.type}, model={cfg.model.path}, "
+          f"backend={cfg.model.backend}, broker={cfg.mqtt.host}:{cfg.mqtt.port})")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from device import messages
+    from device.bundle import load_bundle
+    from device.camera_replay import decode_image
+    from device.inference import create_classifier
+
+    bundle = load_bundle(args.model, args.labels)
+    clf = create_classifier(bundle, args.backend, allow_cpu_fallback=True,
+                            device=args.device, num_threads=args.num_threads, top_k=args.top_k)
+    model = messages.model_info(clf.bundle)
+    failed = 0
+    for seq, path in enumerate(args.images, start=1):
+        t0 = time.perf_counter()
+        image = decode_image(Path(path))
+        t1 = time.perf_counter()
+        if image is None:
+            log.error("%s: not a readable image file; skipped", path)
+            failed += 1
+            continue
+        c = clf.classify(image)
+        total = (time.perf_counter() - t0) * 1e3
+        result = messages.Result(seq, time.time(), c, (t1 - t0) * 1e3, total)
+        payload = messages.result_payload(result, model, clf.backend)
+        if args.json:
+            print(json.dumps({"image": str(path), **payload}), flush=True)
+        else:
+            ranked = ", ".join(f"{k.label} {k.score:.3f}" for k in c.top_k) or "(no class)"
+            print(f"{path}: {ranked}  [{clf.backend} {c.inference_ms:.1f} ms]", flush=True)
+    clf.close()
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="coral-classifier",
+        description="Classify camera frames on a Coral Edge TPU and publish results over MQTT.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--log_level", "--log-level", dest="log_level",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None,
+                   help="override the config's log level")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the daemon (camera -> classifier -> MQTT)")
+    r.add_argument("--config", required=True, help="TOML config file (see device/example.toml)")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate a config file; exit 2 naming a bad key")
+    c.add_argument("config", help="TOML config file")
+    c.set_defaults(func=cmd_check_config)
+
+    k = sub.add_parser("classify", help="classify image files once (like pycoral's "
+                                        "classify_image.py)")
+    k.add_argument("--model", required=True, help="bundle folder or .tflite file")
+    k.add_argument("--labels", default=None, help="labels file, for a bare .tflite")
+    k.add_argument("--top_k", "--top-k", dest="top_k", type=int, default=3,
+                   help="how many classes to show (default 3)")
+    k.add_argument("--backend", choices=["auto", "edgetpu", "cpu"], default="auto",
+                   help="auto (default) uses the Edge TPU when present, else the CPU")
+    k.add_argument("--device", default="", help="Edge TPU: usb, usb:N, pci, pci:N")
+    k.add_argument("--num_threads", "--num-threads", dest="num_threads", type=int, default=2)
+    k.add_argument("--json", action="store_true",
+                   help="one JSON line per image, with the fields of the MQTT result")
+    k.add_argument("images", nargs="+", help="image files")
+    k.set_defaults(func=cmd_classify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level or "INFO")
+    try:
+        return args.func(args)
+    except CoralError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

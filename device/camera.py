@@ -1,0 +1,72 @@
+"""The FrameSource interface and the registry of camera backends.
+
+Every source yields RGB uint8 frames. Backends live in their own modules and import
+their hardware libraries only when created, so `import device` needs no camera stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from device.config import CameraConfig
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured frame: RGB pixels, the wall-clock time it was taken, its number."""
+
+    image: np.ndarray
+    ts: float
+    seq: int
+    capture_ms: float
+
+
+class FrameSource(Protocol):
+    name: str
+
+    def read(self) -> Frame | None:
+        """The next frame; None when the source has ended (a replay without loop)."""
+
+    def close(self) -> None: ...
+
+
+# The registry: config `camera.type` -> "module:Class". Imported lazily (hardware!).
+SOURCES = {
+    "replay": "device.camera_replay:ReplaySource",
+    "opencv": "device.camera_opencv:OpenCVSource",
+    "picamera2": "device.camera_picamera2:Picamera2Source",
+}
+
+
+def create_frame_source(cfg: CameraConfig, model_size: tuple[int, int] | None = None):
+    """Build the frame source named by cfg.type.
+
+    model_size (width, height) lets a camera that can scale in hardware deliver frames
+    at the model's input size, so the CPU never resizes.
+    """
+    if cfg.type not in SOURCES:
+        raise ValueError(f"unknown camera type {cfg.type!r}: choose one of {', '.join(SOURCES)}")
+    module_name, cls_name = SOURCES[cfg.type].split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(cfg, model_size)
+
+
+class Pacer:
+    """Sleeps so that frames come at most `fps` times a second, without drift."""
+
+    def __init__(self, fps: float):
+        self.period = 1.0 / fps
+        self.next = time.monotonic()
+
+    def wait(self) -> None:
+        now = time.monotonic()
+        if self.next > now:
+            time.sleep(self.next - now)
+            self.next += self.period
+        else:  # running late: do not try to catch up with a burst
+            self.next = now + self.period

@@ -1,0 +1,199 @@
+"""The daemon's one validated configuration object, read from a TOML file.
+
+Unknown keys are rejected by name (a typo must not silently fall back to a default),
+every field carries its default and a description, and secrets come from a file or an
+environment variable rather than the config file itself.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from device.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraConfig(_Section):
+    """Where frames come from."""
+
+    type: Literal["picamera2", "opencv", "replay"] = Field(
+        "replay", description="Frame source backend: picamera2 | opencv | replay."
+    )
+    source: str = Field(
+        "",
+        description="replay: a folder of images or a video file; opencv: a device index "
+        "('0') or a URL (rtsp://...); picamera2: the camera number ('' = 0).",
+    )
+    fps: float = Field(10.0, gt=0, le=240, description="Frames per second to deliver.")
+    loop: bool = Field(True, description="replay: start again at the end.")
+    width: int = Field(640, ge=16, le=8192, description="Capture width (picamera2 / opencv).")
+    height: int = Field(480, ge=16, le=8192, description="Capture height (picamera2 / opencv).")
+    isp_resize: bool = Field(
+        True,
+        description="picamera2: also ask the ISP for a stream at the model's input size, "
+        "so the resize costs no CPU.",
+    )
+    pixel_format: Literal["BGR888", "RGB888"] = Field(
+        "BGR888",
+        description="picamera2 pixel format. picamera2's 'BGR888' is R,G,B in memory (what "
+        "the model wants); 'RGB888' is B,G,R in memory and is swapped for you.",
+    )
+
+
+class ModelConfig(_Section):
+    """Which model runs, and on what."""
+
+    path: str = Field(
+        "compiled_models/demo-notes",
+        description="A bundle folder (manifest.json, labels.txt, model_quant*.tflite) or a "
+        "bare .tflite file.",
+    )
+    labels: str = Field("", description="Labels file, for a bare .tflite only.")
+    backend: Literal["auto", "edgetpu", "cpu"] = Field(
+        "auto",
+        description="auto: the Edge TPU when present, else the CPU if allow_cpu_fallback; "
+        "edgetpu: the Edge TPU or fail; cpu: the CPU runtime.",
+    )
+    allow_cpu_fallback: bool = Field(
+        False, description="backend=auto: run on the CPU when no Edge TPU is found."
+    )
+    device: str = Field(
+        "", description="Edge TPU to use: '' (first found), 'usb', 'usb:N', 'pci', 'pci:N'."
+    )
+    num_threads: int = Field(2, ge=1, le=64, description="CPU backend threads.")
+    top_k: int = Field(3, ge=1, le=100, description="How many ranked classes to publish.")
+    min_score: float = Field(
+        0.0, ge=0.0, le=1.0, description="Classes below this score are left out of top_k."
+    )
+
+    @model_validator(mode="after")
+    def _device_syntax(self) -> ModelConfig:
+        dev = self.device
+        if dev and not (dev in ("usb", "pci") or _is_indexed(dev, ("usb:", "pci:"))):
+            raise ValueError(f"model.device {dev!r} must be '', 'usb', 'usb:N', 'pci' or 'pci:N'")
+        return self
+
+
+def _is_indexed(value: str, prefixes: tuple[str, ...]) -> bool:
+    return any(value.startswith(p) and value[len(p) :].isdigit() for p in prefixes)
+
+
+class MqttConfig(_Section):
+    """The broker connection and what is published."""
+
+    host: str = Field("localhost", min_length=1, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
+    client_id: str = Field("", description="MQTT client id ('' = coral-classifier-<device_id>).")
+    keepalive: int = Field(30, ge=5, le=3600, description="Keepalive in seconds.")
+    qos: Literal[0, 1, 2] = Field(0, description="QoS of result messages.")
+    topic_prefix: str = Field(
+        "coral-classifier", min_length=1, description="Topics live under <prefix>/<device_id>/."
+    )
+    device_id: str = Field("", description="This device's id in topics ('' = the host name).")
+    username: str = Field("", description="Username ('' = anonymous).")
+    password_file: str = Field("", description="File holding the password (first line).")
+    password_env: str = Field(
+        "", description="Environment variable holding the password (used if set)."
+    )
+    tls: bool = Field(False, description="Connect with TLS.")
+    ca_file: str = Field("", description="CA certificate to verify the broker ('' = system CAs).")
+    cert_file: str = Field("", description="Client certificate for mutual TLS.")
+    key_file: str = Field("", description="Client private key for mutual TLS.")
+    tls_insecure: bool = Field(
+        False, description="Skip verifying the broker's host name. Only for testing."
+    )
+    status_interval: float = Field(
+        10.0, gt=0, le=3600, description="Seconds between retained status refreshes."
+    )
+    result_max_rate: float = Field(
+        0.0, ge=0, description="Max result messages per second (0 = one per frame)."
+    )
+
+    @model_validator(mode="after")
+    def _checks(self) -> MqttConfig:
+        for name in ("topic_prefix", "device_id"):
+            value = getattr(self, name)
+            if any(c in value for c in "#+") or value.startswith("/") or value.endswith("/"):
+                raise ValueError(f"mqtt.{name} {value!r} may not contain '#', '+' or edge '/'")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("mqtt.cert_file and mqtt.key_file go together: set both or neither")
+        return self
+
+    def resolved_device_id(self) -> str:
+        return self.device_id or socket.gethostname()
+
+    def password(self) -> str | None:
+        """The password from the environment or a file; None when neither is set."""
+        if self.password_env and os.environ.get(self.password_env):
+            return os.environ[self.password_env]
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text().splitlines()[0].strip()
+            except (OSError, IndexError) as exc:
+                raise ConfigError(
+                    f"mqtt.password_file {self.password_file!r} cannot be read ({exc}): "
+                    "put the password on its first line and make it readable by the daemon"
+                ) from exc
+        return None
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+
+class Config(_Section):
+    """The whole daemon configuration."""
+
+    camera: CameraConfig = CameraConfig()
+    model: ModelConfig = ModelConfig()
+    mqtt: MqttConfig = MqttConfig()
+    log: LogConfig = LogConfig()
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (a typo?): see device/example.toml for the valid keys"
+        elif e["type"] == "literal_error":
+            msg = f"{msg}, got {e.get('input')!r}"
+        elif e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        lines.append(f"  {key}: {msg}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def parse_config(data: dict) -> Config:
+    """Validate a parsed TOML mapping into a Config, or raise ConfigError naming the keys.
+
+    Relative paths in the config are taken from the working directory (systemd sets it).
+    """
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found: copy device/example.toml") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return parse_config(data)

@@ -1,0 +1,156 @@
+"""The Classifier interface, the TFLite classifier and the backend registry.
+
+A Classifier turns an RGB frame into ranked classes. Backends (cpu, edgetpu) differ only
+in how the interpreter is made; everything after that is one class.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from device import processing, runtimes
+from device.bundle import Bundle
+from device.errors import BackendError, ModelError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The outcome for one frame. JSON happens only in the publisher."""
+
+    top_k: tuple[processing.Class, ...]
+    preprocess_ms: float
+    inference_ms: float
+
+    @property
+    def best(self) -> processing.Class | None:
+        return self.top_k[0] if self.top_k else None
+
+
+class Classifier(Protocol):
+    backend: str
+    bundle: Bundle
+
+    def classify(self, rgb: np.ndarray) -> Classification: ...
+
+    def close(self) -> None: ...
+
+
+class TFLiteClassifier:
+    """Classifies with any TFLite interpreter (CPU or Edge TPU delegate).
+
+    The input tensor is filled in place through a persistent view and the resize writes
+    into a preallocated buffer, so the per-frame path allocates almost nothing.
+    """
+
+    def __init__(self, interpreter, bundle: Bundle, backend: str, runtime: str,
+                 top_k: int = 3, min_score: float = 0.0):
+        self.interpreter = interpreter
+        self.backend = backend
+        self.runtime = runtime
+        self.k = top_k
+        self.min_score = min_score
+        inp = interpreter.get_input_details()[0]
+        out = interpreter.get_output_details()[0]
+        shape = tuple(int(d) for d in inp["shape"])
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+            raise ModelError(
+                f"{bundle.cpu_model}: input shape {shape} is not 1xHxWx3: not an image "
+                "classifier this daemon can feed"
+            )
+        self.height, self.width = shape[1], shape[2]
+        self.input_dtype = np.dtype(inp["dtype"])
+        self._input_index = inp["index"]
+        self._output_index = out["index"]
+        self.out_scale, self.out_zero = out.get("quantization", (0.0, 0))
+        n_out = int(np.prod(out["shape"]))
+        labels = bundle.labels or tuple(str(i) for i in range(n_out))
+        if len(labels) != n_out:
+            raise ModelError(
+                f"{bundle.root}: the model has {n_out} outputs but the labels file has "
+                f"{len(labels)} labels: use the labels the model was trained with"
+            )
+        spec = bundle.input
+        if spec is not None and (spec.width, spec.height) != (self.width, self.height):
+            raise ModelError(
+                f"{bundle.root}: manifest input {spec.width}x{spec.height} disagrees with "
+                f"the model's {self.width}x{self.height}: rebuild the bundle"
+            )
+        self.bundle = bundle if bundle.labels else _with_labels(bundle, labels)
+        self.resize_policy = spec.resize if spec else "stretch"
+        self.swap_rb = bool(spec and spec.colour_order == "BGR")
+        self._resized = np.empty((self.height, self.width, 3), np.uint8)
+
+    def _input_view(self) -> np.ndarray:
+        # tensor() returns a view valid until the next allocate/invoke; fetch per frame.
+        return self.interpreter.tensor(self._input_index)()[0]
+
+    def classify(self, rgb: np.ndarray) -> Classification:
+        t0 = time.perf_counter()
+        resized = processing.resize(rgb, self.width, self.height, self.resize_policy,
+                                    out=self._resized)
+        if self.swap_rb:
+            resized = resized[..., ::-1]
+        processing.quantize_input(resized, self.input_dtype, out=self._input_view())
+        t1 = time.perf_counter()
+        self.interpreter.invoke()
+        t2 = time.perf_counter()
+        raw = self.interpreter.get_tensor(self._output_index)
+        scores = processing.dequantize(raw, self.out_scale, self.out_zero)
+        ranked = processing.top_k(scores, self.bundle.labels, self.k, self.min_score)
+        return Classification(ranked, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+
+    def scores(self, rgb: np.ndarray) -> np.ndarray:
+        """All dequantized scores for one frame (used by evaluation and self-tests)."""
+        self.classify(rgb)
+        raw = self.interpreter.get_tensor(self._output_index)
+        return processing.dequantize(raw, self.out_scale, self.out_zero).copy()
+
+    def close(self) -> None:
+        # Dropping the interpreter releases the delegate and with it the TPU.
+        self.interpreter = None
+
+
+def _with_labels(bundle: Bundle, labels: tuple[str, ...]) -> Bundle:
+    from dataclasses import replace
+
+    return replace(bundle, labels=labels)
+
+
+# The registry: backend name -> function(bundle, options) -> (interpreter, runtime name).
+BACKENDS: dict[str, Callable[..., tuple[object, str]]] = {
+    "cpu": lambda bundle, num_threads, device: runtimes.cpu_interpreter(
+        str(bundle.model_for("cpu")), num_threads),
+    "edgetpu": lambda bundle, num_threads, device: runtimes.edgetpu_interpreter(
+        str(bundle.model_for("edgetpu")), device),
+}
+
+
+def create_classifier(bundle: Bundle, backend: str = "auto", *, allow_cpu_fallback: bool = False,
+                      device: str = "", num_threads: int = 2, top_k: int = 3,
+                      min_score: float = 0.0) -> TFLiteClassifier:
+    """Build the classifier for a backend name; 'auto' prefers the Edge TPU."""
+    if backend == "auto":
+        try:
+            return create_classifier(bundle, "edgetpu", device=device, num_threads=num_threads,
+                                     top_k=top_k, min_score=min_score)
+        except (BackendError, ModelError) as exc:
+            if not allow_cpu_fallback:
+                raise BackendError(
+                    f"backend = \"auto\" found no usable Edge TPU: {exc} To run on the CPU "
+                    "instead, set model.allow_cpu_fallback = true or model.backend = \"cpu\"."
+                ) from None
+            log.warning("Edge TPU unavailable, falling back to the CPU: %s", exc)
+            backend = "cpu"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: choose one of auto, "
+                         + ", ".join(sorted(BACKENDS)))
+    interpreter, runtime = BACKENDS[backend](bundle, num_threads, device)
+    return TFLiteClassifier(interpreter, bundle, backend, runtime, top_k, min_score)

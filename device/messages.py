@@ -1,0 +1,97 @@
+"""What goes out: frozen result/status records and their JSON payloads.
+
+The payload shapes are the public contract with machine controllers; each has a JSON
+Schema in device/schemas/ that the tests validate every published message against.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.bundle import Bundle
+from device.inference import Classification
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+
+
+@dataclass(frozen=True)
+class Result:
+    """One classified frame, with where its time went."""
+
+    seq: int
+    ts: float
+    classification: Classification
+    capture_ms: float
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str
+    device_id: str
+    software: str
+    model: dict[str, Any]
+    backend: str
+    runtime: str
+    camera: str
+    fps: float
+    uptime_s: float
+    frames: int
+    results_published: int
+    errors: dict[str, int] = field(default_factory=dict)
+    last_error: str = ""
+
+
+def model_info(bundle: Bundle) -> dict[str, str]:
+    return {"name": bundle.name, "version": bundle.version, "sha256": bundle.sha256}
+
+
+def result_payload(result: Result, model: dict[str, str], backend: str) -> dict[str, Any]:
+    c = result.classification
+    best = c.best
+    return {
+        "ts": round(result.ts, 3),
+        "seq": result.seq,
+        "label": best.label if best else None,
+        "score": round(best.score, 5) if best else 0.0,
+        "top_k": [{"id": k.id, "label": k.label, "score": round(k.score, 5)} for k in c.top_k],
+        "model": model,
+        "backend": backend,
+        "latency_ms": {
+            "capture": round(result.capture_ms, 3),
+            "preprocess": round(c.preprocess_ms, 3),
+            "inference": round(c.inference_ms, 3),
+            "total": round(result.total_ms, 3),
+        },
+    }
+
+
+def status_payload(status: Status, ts: float) -> dict[str, Any]:
+    return {
+        "ts": round(ts, 3),
+        "state": status.state,
+        "device_id": status.device_id,
+        "software": status.software,
+        "model": status.model,
+        "backend": status.backend,
+        "runtime": status.runtime,
+        "camera": status.camera,
+        "fps": round(status.fps, 2),
+        "uptime_s": round(status.uptime_s, 1),
+        "frames": status.frames,
+        "results_published": status.results_published,
+        "errors": dict(status.errors),
+        "last_error": status.last_error,
+    }
+
+
+def dumps(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema of a topic's payload ('result', 'status', ...)."""
+    return json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())

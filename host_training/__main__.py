@@ -1,0 +1,137 @@
+"""`coral-train`: train a bundle from an image folder, evaluate it, make demo data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from device.errors import CoralError
+
+log = logging.getLogger("host_training")
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from host_training.pipeline import run_training
+    from host_training.report import summary_table
+    from host_training.settings import make_settings
+
+    s = make_settings(
+        data=a.data, out=a.out, val_data=a.val_data, val_split=a.val_split,
+        input_size=a.input_size, alpha=a.alpha, weights=a.weights, epochs=a.epochs,
+        fine_tune_epochs=a.fine_tune_epochs,
+        fine_tune_from=(int(a.fine_tune_from) if a.fine_tune_from and
+                        a.fine_tune_from.lstrip("-").isdigit() else a.fine_tune_from),
+        batch_size=a.batch_size, seed=a.seed, name=a.name, version=a.version,
+        feature_copies=a.feature_copies, max_int8_drop=a.max_int8_drop,
+        representative_count=a.representative_count, golden_per_class=a.golden_per_class,
+        learning_rate=a.learning_rate, fine_tune_learning_rate=a.fine_tune_learning_rate,
+        patience=a.patience)
+    manifest = run_training(s)
+    m = manifest["metrics"]
+    print(summary_table(m["float"], m["int8"]))
+    print(f"\nfloat {m['float']['accuracy']:.4f} | int8 {m['int8']['accuracy']:.4f} | "
+          f"agreement {m['agreement']:.4f} | bundle {s.out}")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from host_training.evaluate import evaluate_model
+
+    result = evaluate_model(Path(a.model), Path(a.data), Path(a.labels) if a.labels else None)
+    if a.json:
+        print(json.dumps(result))
+    else:
+        print(f"accuracy {result['accuracy']:.4f} on {result['n']} images")
+        for c, r in result["per_class"].items():
+            print(f"  {c:20s} precision {r['precision']:.3f} recall {r['recall']:.3f} "
+                  f"(n={r['support']})")
+        print("confusion matrix (rows true, columns predicted):")
+        for c, row in zip(result["labels"], result["confusion_matrix"], strict=True):
+            print(f"  {c:20s} {row}")
+    return 0
+
+
+def cmd_demo_data(a: argparse.Namespace) -> int:
+    from host_training.synthetic import write_dataset
+
+    write_dataset(Path(a.out), a.per_class, a.seed)
+    print(f"synthetic dataset written to {a.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="coral-train", description=(
+        "Train an Edge TPU image classifier from a folder of images (one subfolder per "
+        "class) and write a model bundle the device daemon loads."))
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    t = sub.add_parser("train", help="image folder -> MobileNetV2 -> int8 TFLite bundle")
+    t.add_argument("--data", required=True, type=Path, help="folder with one subfolder per class")
+    t.add_argument("--val_data", "--val-data", dest="val_data", type=Path,
+                   help="validation folder (default: a stratified split of --data)")
+    t.add_argument("--val_split", "--val-split", dest="val_split", type=float,
+                   help="validation fraction without --val-data (default 0.2)")
+    t.add_argument("--out", required=True, type=Path, help="bundle folder, e.g. compiled_models/NAME")
+    t.add_argument("--input_size", "--input-size", dest="input_size", type=int,
+                   help="square input size in pixels (default 224)")
+    t.add_argument("--alpha", type=float, help="MobileNetV2 width (default 1.0)")
+    t.add_argument("--epochs", type=int, help="head epochs on cached features (default 30)")
+    t.add_argument("--fine_tune_epochs", "--fine-tune-epochs", dest="fine_tune_epochs", type=int,
+                   help="fine-tuning epochs (default 20; 0 = none)")
+    t.add_argument("--fine_tune_from", "--fine-tune-from", dest="fine_tune_from",
+                   help="first base layer to fine-tune, index or name (default 100; 0 "
+                        "without pretrained weights)")
+    t.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int)
+    t.add_argument("--learning_rate", "--learning-rate", dest="learning_rate", type=float)
+    t.add_argument("--fine_tune_learning_rate", "--fine-tune-learning-rate",
+                   dest="fine_tune_learning_rate", type=float)
+    t.add_argument("--weights", help="imagenet (default), none, or a weights file. Offline: "
+                                     "set KERAS_HOME to a folder holding Keras's weights file")
+    t.add_argument("--feature_copies", "--feature-copies", dest="feature_copies", type=int,
+                   help="augmented copies per image in the cached features (default 4)")
+    t.add_argument("--representative_count", "--representative-count",
+                   dest="representative_count", type=int,
+                   help="calibration images for int8 (default 200)")
+    t.add_argument("--max_int8_drop", "--max-int8-drop", dest="max_int8_drop", type=float,
+                   help="fail when int8 loses more accuracy points than this (default 2)")
+    t.add_argument("--golden_per_class", "--golden-per-class", dest="golden_per_class", type=int,
+                   help="self-test images per class kept in the bundle (default 1)")
+    t.add_argument("--name", help="model name (default: the --out folder name)")
+    t.add_argument("--version", help="model version (default: a timestamp)")
+    t.add_argument("--patience", type=int,
+                   help="early-stopping patience in epochs, on validation loss (default 5)")
+    t.add_argument("--seed", type=int, help="random seed (default 42)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="accuracy of a bundle or .tflite on a class-folder dataset")
+    e.add_argument("--model", required=True, help="bundle folder or .tflite")
+    e.add_argument("--labels", help="labels file for a bare .tflite")
+    e.add_argument("--data", required=True, help="folder with one subfolder per class")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("demo-data", help="write the synthetic 'notes in a slot' dataset")
+    d.add_argument("out", help="output folder")
+    d.add_argument("--per_class", "--per-class", dest="per_class", type=int, default=60)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except CoralError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

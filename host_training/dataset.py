@@ -1,0 +1,132 @@
+"""Load an image-folder dataset (one subfolder per class) into arrays at the model's size.
+
+Images are decoded and resized by the device's own functions, so training sees exactly
+the pixels the device will feed the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from device.camera_replay import IMAGE_SUFFIXES, decode_image
+from device.errors import CoralError
+from device.processing import resize
+
+log = logging.getLogger(__name__)
+
+
+class DatasetError(CoralError):
+    """The dataset cannot be used; the message says what to fix."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Dataset:
+    images: np.ndarray  # N x H x W x 3 uint8 RGB at the model's input size
+    labels: np.ndarray  # N int32 class ids
+    class_names: tuple[str, ...]
+    paths: tuple[str, ...]
+    skipped: tuple[str, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        return {c: int((self.labels == i).sum()) for i, c in enumerate(self.class_names)}
+
+    def subset(self, idx: np.ndarray) -> Dataset:
+        return Dataset(self.images[idx], self.labels[idx], self.class_names,
+                       tuple(self.paths[i] for i in idx))
+
+
+def scan(root: Path, class_names: tuple[str, ...] | None = None) -> dict[str, list[Path]]:
+    """Class name -> image files; DatasetError for anything that is not a usable dataset."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset {root} is not a folder: give a folder with one "
+                           "subfolder of images per class")
+    dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not dirs:
+        raise DatasetError(f"dataset {root} has no class subfolders: put each class's images "
+                           "in a subfolder named after the class")
+    files = {d.name: sorted(f for f in d.rglob("*")
+                            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES) for d in dirs}
+    if class_names is not None:
+        extra = set(files) - set(class_names)
+        if extra:
+            raise DatasetError(f"{root}: classes {sorted(extra)} are not in the model's labels "
+                               f"{list(class_names)}")
+    empty = [c for c, fs in files.items() if not fs]
+    if empty and all(not fs for fs in files.values()):
+        raise DatasetError(f"dataset {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if empty:
+        raise DatasetError(f"dataset {root}: class folder(s) {empty} hold no images: add images "
+                           "or remove the folder")
+    if class_names is None and len(files) < 2:
+        raise DatasetError(f"dataset {root} has a single class ({next(iter(files))}): a "
+                           "classifier needs at least two (add e.g. an 'empty' class)")
+    return files
+
+
+def load_dataset(root: Path, size: int, resize_policy: str = "stretch",
+                 class_names: tuple[str, ...] | None = None) -> Dataset:
+    """Scan, decode and resize every image, skipping unreadable files with a warning."""
+    files = scan(root, class_names)
+    names = class_names or tuple(files)
+    todo = [(f, names.index(c)) for c, fs in files.items() for f in fs]
+    images = np.empty((len(todo), size, size, 3), np.uint8)
+    labels, paths, skipped = [], [], []
+    n = 0
+    for f, label in tqdm(todo, desc=f"scanning {Path(root).name}", unit="img", leave=False):
+        rgb = decode_image(f)
+        if rgb is None:
+            log.warning("skipping %s: not a readable image", f)
+            skipped.append(str(f))
+            continue
+        resize(rgb, size, size, resize_policy, out=images[n])
+        labels.append(label)
+        paths.append(str(f))
+        n += 1
+    ds = Dataset(images[:n], np.asarray(labels, np.int32), names, tuple(paths), tuple(skipped))
+    counts = ds.counts()
+    missing = [c for c, k in counts.items() if k == 0 and c in files]
+    if n == 0:
+        raise DatasetError(f"dataset {root}: no image could be read ({len(skipped)} corrupt)")
+    if missing:
+        raise DatasetError(f"dataset {root}: every image of class(es) {missing} is unreadable")
+    log.info("%s: %d images in %d classes%s: %s", root, n, len(names),
+             f" ({len(skipped)} skipped)" if skipped else "",
+             ", ".join(f"{c}={k}" for c, k in counts.items()))
+    return ds
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val), the same fraction of every class in val, at least one each."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        if len(idx) < 2:
+            raise DatasetError(f"class id {c} has {len(idx)} image: a validation split needs "
+                               "at least 2 per class (or give --val-data)")
+        k = min(len(idx) - 1, max(1, round(len(idx) * fraction)))
+        val.extend(idx[:k])
+        train.extend(idx[k:])
+    return np.sort(np.asarray(train)), np.sort(np.asarray(val))
+
+
+def stratified_sample(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """About `count` indices with every class in proportion (the int8 calibration set)."""
+    if count >= len(labels):
+        return np.arange(len(labels))
+    _, pick = stratified_split(labels, count / len(labels), seed)
+    return pick
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
+    """'balanced' weights: n / (k * count_c), so each class counts the same in the loss."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    return {i: float(len(labels) / (n_classes * c)) for i, c in enumerate(counts) if c}

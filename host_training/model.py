@@ -1,0 +1,227 @@
+"""MobileNetV2 transfer-learning model and its two training phases.
+
+Phase 1 trains only the head, on base features computed once (a few augmented copies per
+image) instead of every epoch: the frozen base gives the same output each epoch, so
+recomputing it is pure waste. Phase 2 fine-tunes the upper base end to end with online
+augmentation, the base called with training=False so batch norm keeps its statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from host_training.settings import Augment, TrainSettings  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Built:
+    """The parts of the model that the phases need to reach."""
+
+    model: keras.Model  # uint8-range RGB in, softmax out
+    base: keras.Model
+    extractor: keras.Model  # input -> pooled features
+    head: keras.Model  # pooled features -> softmax (shares the Dense layer with model)
+
+
+@dataclass
+class History:
+    phases: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def build_model(n_classes: int, s: TrainSettings) -> Built:
+    keras.utils.set_random_seed(s.seed)
+    shape = (s.input_size, s.input_size, 3)
+    weights = None if s.weights == "none" else s.weights
+    base = keras.applications.MobileNetV2(input_shape=shape, alpha=s.alpha, include_top=False,
+                                          weights=weights)
+    base.trainable = False
+    inputs = keras.Input(shape, name="image")
+    # MobileNetV2's own scaling inside the model: the exported model takes 0..255 pixels.
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
+    if s.pretrained:
+        # Batch norm stays in inference mode, also while fine-tuning: its ImageNet
+        # statistics are worth more than what a few hundred photos would make of them.
+        x = base(x, training=False)
+    else:
+        # From scratch there are no statistics to keep: batch norm learns them, with a
+        # momentum fast enough for a small dataset's few hundred steps.
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
+        x = base(x)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    dropout = keras.layers.Dropout(s.dropout, name="dropout")
+    dense = keras.layers.Dense(n_classes, activation="softmax", name="classes")
+    model = keras.Model(inputs, dense(dropout(pooled)), name="classifier")
+    extractor = keras.Model(inputs, pooled, name="extractor")
+    feat_in = keras.Input((pooled.shape[-1],), name="features")
+    head = keras.Model(feat_in, dense(dropout(feat_in)), name="head")
+    return Built(model, base, extractor, head)
+
+
+def augmenter(a: Augment, seed: int) -> keras.Sequential:
+    """The augmentation layers (active only when called with training=True)."""
+    layers = []
+    if a.flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if a.rotation:
+        layers.append(keras.layers.RandomRotation(a.rotation, fill_mode="reflect", seed=seed))
+    if a.zoom:
+        layers.append(keras.layers.RandomZoom((-a.zoom, a.zoom), fill_mode="reflect", seed=seed))
+    if a.translate:
+        layers.append(keras.layers.RandomTranslation(a.translate, a.translate,
+                                                     fill_mode="reflect", seed=seed))
+    if a.brightness:
+        layers.append(keras.layers.RandomBrightness(a.brightness, value_range=(0, 255), seed=seed))
+    if a.contrast:
+        layers.append(keras.layers.RandomContrast(a.contrast, value_range=(0, 255), seed=seed))
+    return keras.Sequential(layers, name="augment")
+
+
+def _augment_batch(aug: keras.Sequential, a: Augment, x: tf.Tensor) -> tf.Tensor:
+    if a.rot90:
+        k = tf.random.uniform([], 0, 4, dtype=tf.int32)
+        x = tf.image.rot90(x, k)
+    x = aug(x, training=True) if aug.layers else x
+    return tf.clip_by_value(x, 0.0, 255.0)
+
+
+def _batches(images: np.ndarray, labels: np.ndarray | None, s: TrainSettings,
+             augment: bool, shuffle: bool) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices((images, labels) if labels is not None else images)
+    if shuffle:
+        ds = ds.shuffle(len(images), seed=s.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(s.batch_size)
+    aug = augmenter(s.augment, s.seed)
+
+    def prep(x, *y):
+        x = tf.cast(x, tf.float32)
+        if augment:
+            x = _augment_batch(aug, s.augment, x)
+        return (x, *y) if y else x
+
+    return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def extract_features(built: Built, images: np.ndarray, s: TrainSettings, augment: bool,
+                     desc: str) -> np.ndarray:
+    """Pooled base features for every image, with a progress bar."""
+    out = []
+    batches = _batches(images, None, s, augment=augment, shuffle=False)
+    total = -(-len(images) // s.batch_size)
+    for x in tqdm(batches, total=total, desc=desc, unit="batch", leave=False):
+        out.append(built.extractor(x, training=False).numpy())
+    return np.concatenate(out) if out else np.zeros((0, built.head.input_shape[-1]), np.float32)
+
+
+def _onehot(labels: np.ndarray, n: int) -> np.ndarray:
+    return np.eye(n, dtype=np.float32)[labels]
+
+
+def _loss(s: TrainSettings):
+    return keras.losses.CategoricalCrossentropy(label_smoothing=s.label_smoothing)
+
+
+def _fit_log(phase: str):
+    return keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: log.info(
+        "%s epoch %d: loss %.4f acc %.3f | val_loss %.4f val_acc %.3f", phase, e + 1,
+        logs.get("loss", 0), logs.get("accuracy", 0), logs.get("val_loss", 0),
+        logs.get("val_accuracy", 0)))
+
+
+def train_head(built: Built, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
+               val_y: np.ndarray, n: int, s: TrainSettings, weights: dict | None,
+               history: History) -> None:
+    """Phase 1: cached features (1 clean + feature_copies augmented per image) -> head.
+
+    Skipped without pretrained weights: a random base's features are not worth caching.
+    """
+    import time
+
+    if not s.pretrained:
+        log.info("no pretrained weights: skipping the frozen phase; the whole network trains")
+        return
+    t0 = time.perf_counter()
+    feats = [extract_features(built, train_x, s, False, "features (clean)")]
+    for i in range(s.feature_copies):
+        feats.append(extract_features(built, train_x, s, True,
+                                      f"features (augmented {i + 1}/{s.feature_copies})"))
+    f_train = np.concatenate(feats)
+    y_train = np.tile(train_y, len(feats))
+    f_val = extract_features(built, val_x, s, False, "features (validation)")
+    history.seconds["feature_cache"] = time.perf_counter() - t0
+    if s.epochs == 0:
+        return
+    built.head.compile(optimizer=keras.optimizers.Adam(s.learning_rate), loss=_loss(s),
+                       metrics=["accuracy"])
+    t0 = time.perf_counter()
+    h = built.head.fit(
+        f_train, _onehot(y_train, n), validation_data=(f_val, _onehot(val_y, n)),
+        epochs=s.epochs, batch_size=s.batch_size, class_weight=weights, verbose=0,
+        shuffle=True,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=s.patience,
+                                                 restore_best_weights=True), _fit_log("head")])
+    history.seconds["head"] = time.perf_counter() - t0
+    history.seconds["head_per_epoch"] = history.seconds["head"] / len(h.history["loss"])
+    history.phases["head"] = {k: [float(v) for v in vs] for k, vs in h.history.items()}
+
+
+def _layer_index(base: keras.Model, which: int | str) -> int:
+    if isinstance(which, int) or str(which).isdigit():
+        return int(which)
+    for i, layer in enumerate(base.layers):
+        if layer.name == which:
+            return i
+    raise ValueError(f"--fine-tune-from {which!r} is not a layer of MobileNetV2 "
+                     f"(e.g. block_13_expand, or an index 0..{len(base.layers) - 1})")
+
+
+def fine_tune(built: Built, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
+              val_y: np.ndarray, n: int, s: TrainSettings, weights: dict | None,
+              history: History) -> None:
+    """Phase 2: unfreeze the base from a layer on; low learning rate; BN in inference mode."""
+    import time
+
+    if s.fine_tune_epochs == 0:
+        return
+    start = _layer_index(built.base, s.ft_from)
+    built.base.trainable = True
+    for layer in built.base.layers[:start]:
+        layer.trainable = False
+    trainable = sum(1 for layer in built.base.layers if layer.trainable and layer.weights)
+    log.info("fine-tuning %d weighted base layers from layer %d at lr %.0e", trainable, start,
+             s.ft_lr)
+    built.model.compile(optimizer=keras.optimizers.Adam(s.ft_lr), loss=_loss(s),
+                        metrics=["accuracy"])
+    train = _batches(train_x, _onehot(train_y, n), s, augment=True, shuffle=True)
+    val = _batches(val_x, _onehot(val_y, n), s, augment=False, shuffle=False)
+    t0 = time.perf_counter()
+    warnings.filterwarnings("ignore", message=".*shuffle=True. was passed")
+    h = built.model.fit(
+        train, validation_data=val, epochs=s.fine_tune_epochs, class_weight=weights, verbose=0,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=s.patience,
+                                                 restore_best_weights=True), _fit_log("fine-tune")])
+    history.seconds["fine_tune"] = time.perf_counter() - t0
+    history.seconds["fine_tune_per_epoch"] = history.seconds["fine_tune"] / len(h.history["loss"])
+    history.phases["fine_tune"] = {k: [float(v) for v in vs] for k, vs in h.history.items()}
+
+
+def predict(model: keras.Model, images: np.ndarray, s: TrainSettings) -> np.ndarray:
+    """Float model probabilities for uint8 images."""
+    out = [model(x, training=False).numpy()
+           for x in _batches(images, None, s, augment=False, shuffle=False)]
+    return np.concatenate(out)

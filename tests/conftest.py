@@ -1,0 +1,185 @@
+"""Shared fixtures: a real mosquitto per session, an MQTT recorder, shared/ paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+CORAL_MODELS = SHARED / "models" / "coral"
+CORAL_IMAGES = SHARED / "images" / "coral"
+PYTHON = sys.executable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def need_shared(*paths: Path) -> None:
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        pytest.skip(f"needs ../shared ({', '.join(str(m) for m in missing)} absent)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port}")
+
+
+class Broker:
+    """A real mosquitto on a free loopback port with its own config file."""
+
+    def __init__(self, workdir: Path, extra_conf: str = ""):
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(exe).exists():
+            pytest.fail("mosquitto is not installed: `make test` installs it "
+                        "(apt-get install mosquitto)")
+        self.port = free_port()
+        self.conf = workdir / f"mosquitto-{self.port}.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            + extra_conf)
+        self.log = workdir / f"mosquitto-{self.port}.log"
+        self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=self.log.open("w"),
+                                     stderr=subprocess.STDOUT)
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    b = Broker(tmp_path_factory.mktemp("broker"))
+    yield b
+    b.stop()
+
+
+class Recorder:
+    """Subscribes to a topic filter and keeps every message (topic, payload, retain)."""
+
+    def __init__(self, port: int, topic: str = "#"):
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.cond = threading.Condition()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_message = self._on_message
+        connected = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: (c.subscribe(topic, qos=1),
+                                                         connected.set())
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert connected.wait(5), "test subscriber could not connect to mosquitto"
+        time.sleep(0.1)  # let the SUBACK land
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self.cond:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self.cond.notify_all()
+
+    def on(self, suffix: str) -> list[bytes]:
+        with self.cond:
+            return [p for t, p, _ in self.messages if t.endswith(suffix)]
+
+    def json_on(self, suffix: str) -> list[dict]:
+        return [json.loads(p) for p in self.on(suffix)]
+
+    def wait_for(self, predicate, timeout: float = 30.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not predicate(self):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    topics = sorted({t for t, _, _ in self.messages})
+                    raise AssertionError(f"timed out waiting for {what or predicate}; "
+                                         f"got topics {topics}")
+                self.cond.wait(min(left, 0.2))
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def recorder(broker):
+    r = Recorder(broker.port)
+    yield r
+    r.close()
+
+
+def write_config(path: Path, camera: dict, model: dict, mqtt: dict) -> Path:
+    def table(name: str, d: dict) -> str:
+        return f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in d.items())
+
+    path.write_text(table("camera", camera) + table("model", model) + table("mqtt", mqtt))
+    return path
+
+
+class DaemonProcess:
+    """`python -m device run` as a real subprocess."""
+
+    def __init__(self, config: Path, env: dict | None = None):
+        self.log = config.with_suffix(".log")
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "device", "run", "--config", str(config)], cwd=ROOT,
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})})
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def signal(self, sig: int) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(20)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def daemon_factory():
+    started: list[DaemonProcess] = []
+
+    def start(config: Path, env: dict | None = None) -> DaemonProcess:
+        d = DaemonProcess(config, env)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+def run_cli(*args: str, module: str = "device", timeout: float = 300,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", module, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
