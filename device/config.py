@@ -33,7 +33,7 @@ class CameraConfig(_Section):
         description="replay: a folder of images or a video file; opencv: a device index "
         "('0') or a URL (rtsp://...); picamera2: the camera number ('' = 0).",
     )
-    fps: float = Field(10.0, gt=0, le=240, description="Frames per second to deliver.")
+    fps: float = Field(10.0, gt=0, le=1000, description="Frames per second to deliver.")
     loop: bool = Field(True, description="replay: start again at the end.")
     width: int = Field(640, ge=16, le=8192, description="Capture width (picamera2 / opencv).")
     height: int = Field(480, ge=16, le=8192, description="Capture height (picamera2 / opencv).")

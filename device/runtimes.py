@@ -7,6 +7,7 @@ ai_edge_litert → tflite_runtime. None of them is imported at module load, so
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 from typing import Any
@@ -87,6 +88,9 @@ def edgetpu_interpreter(model_path: str, device: str = ""):
     module, name = interpreter_module()
     options = {"device": device} if device else {}
     try:
+        # Load the library ourselves first: when it is missing, load_delegate leaves a
+        # half-built Delegate whose __del__ prints a traceback at exit (ai_edge_litert 2.x).
+        ctypes.CDLL(EDGETPU_LIB)
         delegate = module.load_delegate(EDGETPU_LIB, options)
     except OSError as exc:  # the library itself is missing
         raise BackendError(
