@@ -45,9 +45,17 @@ class History:
 def build_model(n_classes: int, s: TrainSettings) -> Built:
     keras.utils.set_random_seed(s.seed)
     shape = (s.input_size, s.input_size, 3)
-    weights = None if s.weights == "none" else s.weights
     base = keras.applications.MobileNetV2(input_shape=shape, alpha=s.alpha, include_top=False,
-                                          weights=weights)
+                                          weights=None)
+    if s.weights == "imagenet":
+        # The network is fully convolutional, so the 224 px ImageNet weights serve every
+        # input size; Keras's per-size files are the same weights and not always present.
+        ref = keras.applications.MobileNetV2(input_shape=(224, 224, 3), alpha=s.alpha,
+                                             include_top=False, weights="imagenet")
+        base.set_weights(ref.get_weights())
+        del ref
+    elif s.weights != "none":
+        base.load_weights(s.weights)
     base.trainable = False
     inputs = keras.Input(shape, name="image")
     # MobileNetV2's own scaling inside the model: the exported model takes 0..255 pixels.
@@ -119,12 +127,20 @@ def _batches(images: np.ndarray, labels: np.ndarray | None, s: TrainSettings,
 
 def extract_features(built: Built, images: np.ndarray, s: TrainSettings, augment: bool,
                      desc: str) -> np.ndarray:
-    """Pooled base features for every image, with a progress bar."""
+    """Pooled base features for every image, with a progress bar.
+
+    Batches are sliced from numpy directly: a tf.data pipeline would embed the whole
+    image array in a new graph on every call, which costs more than the pass itself.
+    """
+    aug = augmenter(s.augment, s.seed) if augment else None
+    augment_fn = tf.function(lambda x: _augment_batch(aug, s.augment, x)) if augment else None
+    extract = tf.function(lambda x: built.extractor(x, training=False))
     out = []
-    batches = _batches(images, None, s, augment=augment, shuffle=False)
-    total = -(-len(images) // s.batch_size)
-    for x in tqdm(batches, total=total, desc=desc, unit="batch", leave=False):
-        out.append(built.extractor(x, training=False).numpy())
+    for i in tqdm(range(0, len(images), s.batch_size), desc=desc, unit="batch", leave=False):
+        x = tf.cast(tf.convert_to_tensor(images[i : i + s.batch_size]), tf.float32)
+        if augment_fn is not None:
+            x = augment_fn(x)
+        out.append(extract(x).numpy())
     return np.concatenate(out) if out else np.zeros((0, built.head.input_shape[-1]), np.float32)
 
 
@@ -222,6 +238,7 @@ def fine_tune(built: Built, train_x: np.ndarray, train_y: np.ndarray, val_x: np.
 
 def predict(model: keras.Model, images: np.ndarray, s: TrainSettings) -> np.ndarray:
     """Float model probabilities for uint8 images."""
-    out = [model(x, training=False).numpy()
-           for x in _batches(images, None, s, augment=False, shuffle=False)]
+    run = tf.function(lambda x: model(x, training=False))
+    out = [run(tf.cast(images[i : i + s.batch_size], tf.float32)).numpy()
+           for i in range(0, len(images), s.batch_size)]
     return np.concatenate(out)

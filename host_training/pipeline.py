@@ -89,11 +89,12 @@ def _settings_dict(s: TrainSettings) -> dict:
 
 def run_training(s: TrainSettings) -> dict:
     """Train, quantize, evaluate and write the bundle at s.out. Returns the manifest."""
-    from host_training import model as M  # TensorFlow is only imported when training
+    started = datetime.now(UTC)
+    train, val = load_splits(s)  # before TensorFlow's import: a bad dataset fails fast
+
+    from host_training import model as M
     from host_training.quantize import quantize
 
-    started = datetime.now(UTC)
-    train, val = load_splits(s)
     n = len(train.class_names)
     log.info("train %s | val %s", train.counts(), val.counts())
     built = M.build_model(n, s)

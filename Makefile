@@ -1,0 +1,52 @@
+# coral-classifier: every job is a target; `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_ENABLE_ONEDNN_OPTS ?= 0
+SHARED ?= ../shared
+# Keras finds ImageNet weights here instead of downloading them (offline machines).
+KERAS_HOME ?= $(abspath $(SHARED)/weights/keras)
+export KERAS_HOME
+PYTEST_ARGS ?=
+
+.PHONY: help venv mosquitto demo demo-model test test-all lint bench clean
+
+help: ## show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-16s %s\n",$$1,$$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e ".[device,train,dev]"
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with the device, train and dev extras
+
+mosquitto: ## install the mosquitto broker (apt) when it is missing
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
+	  echo "installing mosquitto (apt)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
+
+demo: venv mosquitto ## run the daemon on the demo model + replayed frames, printing what arrives on MQTT (Ctrl-C stops)
+	$(PY) -m device.demo $(DEMO_ARGS)
+
+demo-model: venv ## retrain the committed demo bundle compiled_models/demo-notes on synthetic data
+	rm -rf .demo/data && $(PY) -m host_training demo-data .demo/data --per-class 80
+	$(PY) -m host_training train --data .demo/data --out compiled_models/demo-notes \
+	  --input-size 96 --epochs 20 --fine-tune-epochs 6 --feature-copies 2 --version 1.0.0 \
+	  --golden-per-class 1
+
+test: venv mosquitto ## run the test suite (what CI runs)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: venv mosquitto ## the test suite including slow training tests
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv ## ruff
+	$(VENV)/bin/ruff check device host_training tests
+
+clean: ## remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .demo *.egg-info

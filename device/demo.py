@@ -1,0 +1,146 @@
+"""`make demo`: the whole product on one machine with built-in defaults.
+
+Starts a private mosquitto on a free loopback port, renders a replay sequence of
+synthetic notes passing a slot, runs the real daemon (replay camera, CPU backend, the
+committed demo bundle) and prints what a machine controller would receive. Ctrl-C (or
+--seconds) stops everything cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("device.demo")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"mosquitto did not start on port {port}")
+
+
+def start_broker(workdir: Path) -> tuple[subprocess.Popen, int]:
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(exe).exists():
+        raise SystemExit("mosquitto is not installed: `sudo apt-get install mosquitto` "
+                         "(make demo does this for you)")
+    port = _free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=(workdir / "mosquitto.log").open("w"))
+    _wait_port(port)
+    return proc, port
+
+
+def make_replay(folder: Path) -> None:
+    from host_training.synthetic import NOTES, write_sequence  # numpy + OpenCV only
+
+    if folder.is_dir() and any(folder.iterdir()):
+        return
+    write_sequence(folder, passes=[*NOTES, *NOTES], gap=5, frames_per_object=6)
+
+
+def print_messages(port: int, prefix: str):
+    import paho.mqtt.client as mqtt
+
+    def on_message(client, userdata, msg):
+        topic = msg.topic.removeprefix(prefix)
+        try:
+            p = json.loads(msg.payload)
+        except ValueError:
+            print(f"{topic:14s} {msg.payload.decode(errors='replace')}", flush=True)
+            return
+        if topic == "result":
+            top = "  ".join(f"{k['label']} {k['score']:.2f}" for k in p["top_k"])
+            print(f"{topic:14s} #{p['seq']:<4d} {p['label']:<8s} {p['score']:.2f}   "
+                  f"[{top}]  {p['latency_ms']['inference']:.1f} ms", flush=True)
+        elif topic == "status":
+            print(f"{topic:14s} {p['state']} model={p['model']['name']} v{p['model']['version']} "
+                  f"backend={p['backend']} fps={p['fps']} frames={p['frames']}", flush=True)
+        else:
+            print(f"{topic:14s} {json.dumps(p)}", flush=True)
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-controller")
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(prefix + "#")
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(ROOT / "compiled_models" / "demo-notes"))
+    ap.add_argument("--source", default="", help="replay folder (default: generated notes)")
+    ap.add_argument("--fps", type=float, default=5.0)
+    ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = Ctrl-C)")
+    ap.add_argument("--workdir", default=str(ROOT / ".demo"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    source = Path(args.source) if args.source else work / "replay"
+    if not args.source:
+        make_replay(source)
+    broker, port = start_broker(work)
+    config = work / "demo.toml"
+    config.write_text(
+        f'[camera]\ntype = "replay"\nsource = "{source}"\nfps = {args.fps}\nloop = true\n'
+        f'[model]\npath = "{args.model}"\nbackend = "cpu"\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ndevice_id = "demo"\n'
+        "status_interval = 5.0\n")
+    print(f"broker on 127.0.0.1:{port}; config {config}; Ctrl-C stops", flush=True)
+    sub = print_messages(port, "coral-classifier/demo/")
+    daemon = subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(config)],
+                              cwd=ROOT)
+    rc = 0
+    try:
+        deadline = time.monotonic() + args.seconds if args.seconds else None
+        while daemon.poll() is None and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.2)
+        if daemon.poll() is not None:
+            rc = daemon.returncode
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                rc = daemon.wait(15)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                rc = 1
+        time.sleep(0.3)  # let the last messages (stopped) print
+        sub.loop_stop()
+        sub.disconnect()
+        broker.terminate()
+        broker.wait(5)
+    print(f"demo finished (daemon exit code {rc})", flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
