@@ -45,6 +45,9 @@ test: venv mosquitto ## run the test suite (what CI runs)
 test-all: venv mosquitto ## the test suite including slow training tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+bench: venv mosquitto ## benchmark: raw invoke vs the daemon's whole pipeline to MQTT (BENCH_ARGS="--backend edgetpu" on a Pi)
+	$(PY) -m device.bench $(BENCH_ARGS)
+
 lint: venv ## ruff
 	$(VENV)/bin/ruff check device host_training tests
 

@@ -24,10 +24,16 @@ class Frame:
     ts: float
     seq: int
     capture_ms: float
+    t_captured: float = 0.0  # time.perf_counter() when the frame was ready (for latency)
+
+    def __post_init__(self) -> None:
+        if not self.t_captured:
+            object.__setattr__(self, "t_captured", time.perf_counter())
 
 
 class FrameSource(Protocol):
     name: str
+    live: bool  # a live camera drops stale frames under load; a replay never does
 
     def read(self) -> Frame | None:
         """The next frame; None when the source has ended (a replay without loop)."""

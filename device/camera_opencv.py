@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 
 class OpenCVSource:
+    live = True
     def __init__(self, cfg: CameraConfig, model_size: tuple[int, int] | None = None):
         src = cfg.source or "0"
         self.target = int(src) if src.isdigit() else src

@@ -35,6 +35,7 @@ def to_rgb(array: np.ndarray, pixel_format: str) -> np.ndarray:
 
 
 class Picamera2Source:
+    live = True
     def __init__(self, cfg: CameraConfig, model_size: tuple[int, int] | None = None):
         try:
             from picamera2 import Picamera2  # type: ignore[import-not-found]

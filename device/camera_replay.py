@@ -35,6 +35,7 @@ def decode_image(path: Path) -> np.ndarray | None:
 
 
 class ReplaySource:
+    live = False
     name = "replay"
 
     def __init__(self, cfg: CameraConfig, model_size: tuple[int, int] | None = None):

@@ -28,6 +28,7 @@ class Classification:
     top_k: tuple[processing.Class, ...]
     preprocess_ms: float
     inference_ms: float
+    postprocess_ms: float = 0.0
 
     @property
     def best(self) -> processing.Class | None:
@@ -105,7 +106,8 @@ class TFLiteClassifier:
         raw = self.interpreter.get_tensor(self._output_index)
         scores = processing.dequantize(raw, self.out_scale, self.out_zero)
         ranked = processing.top_k(scores, self.bundle.labels, self.k, self.min_score)
-        return Classification(ranked, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        t3 = time.perf_counter()
+        return Classification(ranked, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
 
     def scores(self, rgb: np.ndarray) -> np.ndarray:
         """All dequantized scores for one frame (used by evaluation and self-tests)."""

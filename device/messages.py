@@ -41,6 +41,7 @@ class Status:
     uptime_s: float
     frames: int
     results_published: int
+    dropped_frames: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
 
@@ -64,6 +65,7 @@ def result_payload(result: Result, model: dict[str, str], backend: str) -> dict[
             "capture": round(result.capture_ms, 3),
             "preprocess": round(c.preprocess_ms, 3),
             "inference": round(c.inference_ms, 3),
+            "postprocess": round(c.postprocess_ms, 3),
             "total": round(result.total_ms, 3),
         },
     }
@@ -83,6 +85,7 @@ def status_payload(status: Status, ts: float) -> dict[str, Any]:
         "uptime_s": round(status.uptime_s, 1),
         "frames": status.frames,
         "results_published": status.results_published,
+        "dropped_frames": status.dropped_frames,
         "errors": dict(status.errors),
         "last_error": status.last_error,
     }

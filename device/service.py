@@ -17,9 +17,10 @@ from device import __version__, messages
 from device.bundle import load_bundle
 from device.camera import create_frame_source
 from device.config import Config
-from device.errors import CameraError, CoralError
+from device.errors import CameraError
 from device.inference import create_classifier
 from device.notify import Notifier
+from device.pipeline import END, CaptureThread, FrameBuffer, StageTimes
 from device.publisher import MqttPublisher
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class Daemon:
         self._fps_window = (time.monotonic(), 0)
         self.fps = 0.0
         self.state = "starting"
+        self.times = StageTimes()
+        self.buffer: FrameBuffer | None = None
 
     # -- setup ---------------------------------------------------------------------------
     def setup(self) -> None:
@@ -74,6 +77,7 @@ class Daemon:
             runtime=self.classifier.runtime, camera=self.source.name, fps=self.fps,
             uptime_s=time.monotonic() - self.started, frames=self.frames,
             results_published=self.published,
+            dropped_frames=self.buffer.dropped if self.buffer else 0,
             errors={**self.errors, "publish": self.errors["publish"] + self.publisher.errors},
             last_error=self.last_error or self.publisher.last_error)
 
@@ -92,62 +96,76 @@ class Daemon:
     def run(self) -> int:
         """Run until stopped; returns the process exit code."""
         self.state = "running"
+        self.buffer = FrameBuffer(size=2, drop_oldest=getattr(self.source, "live", True))
+        capture = CaptureThread(self.source, self.buffer, self.stop_event)
+        capture.start()
         self.notifier.ready(f"classifying with {self.bundle.name} on {self.classifier.backend}")
         self.publisher.wait_connected(2.0)  # a head start; we run without the broker too
         self.publish_status()
+        try:
+            return self._loop()
+        finally:
+            self.stop_event.set()
+            self.buffer.close()
+            capture.join(5)
+            self.shutdown()
+
+    def _loop(self) -> int:
         next_status = time.monotonic() + self.cfg.mqtt.status_interval
         min_gap = 1.0 / self.cfg.mqtt.result_max_rate if self.cfg.mqtt.result_max_rate else 0.0
         last_result = 0.0
         camera_failures = inference_failures = 0
-        model, backend = self.model_info, self.classifier.backend
-        qos = self.cfg.mqtt.qos
-        exit_code = 0
-        try:
-            while not self.stop_event.is_set():
-                t_start = time.perf_counter()
-                try:
-                    frame = self.source.read()
-                    camera_failures = 0
-                except CameraError as exc:
-                    camera_failures += 1
-                    self._error("camera", str(exc))
-                    if camera_failures >= MAX_CAMERA_FAILURES:
-                        log.error("camera failed %d times in a row; exiting for a restart",
-                                  camera_failures)
-                        return CameraError.exit_code
-                    self.stop_event.wait(min(8.0, 0.25 * 2 ** camera_failures))
-                    continue
-                if frame is None:
-                    log.info("frame source ended")
-                    break
-                try:
-                    c = self.classifier.classify(frame.image)
-                    inference_failures = 0
-                except (RuntimeError, ValueError) as exc:
-                    inference_failures += 1
-                    self._error("inference", f"inference failed: {exc}")
-                    if inference_failures >= MAX_INFERENCE_FAILURES:
-                        return 1
-                    continue
-                self.frames += 1
-                now = time.monotonic()
-                self.notifier.watchdog()  # only here: frames really flow
-                if not min_gap or now - last_result >= min_gap:
-                    total = (time.perf_counter() - t_start) * 1e3
-                    result = messages.Result(frame.seq, frame.ts, c, frame.capture_ms, total)
-                    self.publisher.publish(self.topics.result,
-                                           messages.result_payload(result, model, backend),
-                                           qos=qos)
-                    self.published += 1
-                    last_result = now
-                self._update_fps(now)
-                if now >= next_status:
-                    self.publish_status()
-                    self.notifier.status(f"{self.frames} frames, {self.fps:.1f} fps")
-                    next_status = now + self.cfg.mqtt.status_interval
-        finally:
-            self.shutdown()
-        return exit_code
+        model, backend, qos = self.model_info, self.classifier.backend, self.cfg.mqtt.qos
+        result_topic = self.topics.result
+        perf = time.perf_counter
+        while not self.stop_event.is_set():
+            item = self.buffer.get(timeout=0.5)
+            now = time.monotonic()
+            if now >= next_status:
+                self.publish_status()
+                self.notifier.status(f"{self.frames} frames, {self.fps:.1f} fps")
+                next_status = now + self.cfg.mqtt.status_interval
+            if item is None:  # no frame yet: the watchdog is deliberately not fed
+                continue
+            if item is END:
+                log.info("frame source ended")
+                return 0
+            if isinstance(item, CameraError):
+                camera_failures += 1
+                self._error("camera", str(item))
+                if camera_failures >= MAX_CAMERA_FAILURES:
+                    log.error("camera failed %d times in a row; exiting for a restart",
+                              camera_failures)
+                    return CameraError.exit_code
+                self.stop_event.wait(min(8.0, 0.25 * 2 ** camera_failures))
+                continue
+            camera_failures = 0
+            frame = item
+            try:
+                c = self.classifier.classify(frame.image)
+                inference_failures = 0
+            except (RuntimeError, ValueError) as exc:
+                inference_failures += 1
+                self._error("inference", f"inference failed: {exc}")
+                if inference_failures >= MAX_INFERENCE_FAILURES:
+                    return 1
+                continue
+            self.frames += 1
+            self.notifier.watchdog()  # only here: frames really flow
+            t_pub = perf()
+            publish_ms = 0.0
+            if not min_gap or now - last_result >= min_gap:
+                total = frame.capture_ms + (t_pub - frame.t_captured) * 1e3
+                result = messages.Result(frame.seq, frame.ts, c, frame.capture_ms, total)
+                self.publisher.publish(result_topic,
+                                       messages.result_payload(result, model, backend), qos=qos)
+                self.published += 1
+                last_result = now
+                publish_ms = (perf() - t_pub) * 1e3
+            self.times.add(frame.capture_ms, c.preprocess_ms, c.inference_ms, c.postprocess_ms,
+                           publish_ms, (perf() - frame.t_captured) * 1e3 + frame.capture_ms)
+            self._update_fps(now)
+        return 0
 
     def _error(self, kind: str, message: str) -> None:
         self.errors[kind] += 1
@@ -175,10 +193,7 @@ class Daemon:
 def run_daemon(cfg: Config) -> int:
     """Build and run the daemon with signal handling; the CLI's `run`."""
     daemon = Daemon(cfg)
-    try:
-        daemon.setup()
-    except CoralError:
-        raise
+    daemon.setup()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, daemon.request_stop)
     return daemon.run()
