@@ -157,8 +157,8 @@ def print_table(s: dict) -> None:
     for name, v in s["pipeline"]["stages_ms"].items():
         print(f"{name:<12} {v['p50']:>8.3f} {v['p95']:>8.3f} {v['p99']:>8.3f}")
     lat = s["latency_ms_at_camera_fps"]
-    print(f"frame->publish at {lat['camera_fps']:.0f} fps: p50 {lat['p50']:.2f}  p95 {lat['p95']:.2f}"
-          f"  p99 {lat['p99']:.2f} ms (p99/p50 {lat['p99_over_p50']})")
+    print(f"frame->publish at {lat['camera_fps']:.0f} fps: p50 {lat['p50']:.2f}  "
+          f"p95 {lat['p95']:.2f}  p99 {lat['p99']:.2f} ms (p99/p50 {lat['p99_over_p50']})")
     print(f"CPU outside inference {s['cpu_ms_per_frame_outside_inference']:.2f} ms/frame; "
           f"peak RSS {s['peak_rss_mb']:.0f} MB\n")
 

@@ -25,8 +25,8 @@ class OpenCVSource:
         self.seq = 0
         self.cap = cv2.VideoCapture(self.target)
         if not self.cap.isOpened():
-            hint = ("is the webcam plugged in, /dev/video%s present, and the user in the "
-                    "'video' group?" % src) if isinstance(self.target, int) else \
+            hint = (f"is the webcam plugged in, /dev/video{src} present, and the user in the "
+                    "'video' group?") if isinstance(self.target, int) else \
                    "is the URL right and the stream reachable from this machine?"
             raise CameraError(f"cannot open camera {src!r}: {hint}")
         # Ask for the configured size and rate; drivers may pick the nearest they support.

@@ -55,9 +55,8 @@ class ReplaySource:
             self._files = sorted(p for p in self.path.iterdir()
                                  if p.suffix.lower() in IMAGE_SUFFIXES)
             if not self._files:
-                raise CameraError(
-                    f"replay folder {self.path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-                )
+                kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+                raise CameraError(f"replay folder {self.path} holds no images ({kinds})")
             self.name = f"replay:{self.path}"
         elif self.path.is_file():
             self._open_video()

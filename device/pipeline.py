@@ -13,7 +13,6 @@ from collections import deque
 
 import numpy as np
 
-from device.camera import Frame
 from device.errors import CameraError
 
 log = logging.getLogger(__name__)

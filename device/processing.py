@@ -22,9 +22,8 @@ class Class:
     score: float
 
 
-def resize(
-    image: np.ndarray, width: int, height: int, policy: str = "stretch", out: np.ndarray | None = None
-) -> np.ndarray:
+def resize(image: np.ndarray, width: int, height: int, policy: str = "stretch",
+           out: np.ndarray | None = None) -> np.ndarray:
     """Resize an HxWx3 uint8 image to (height, width) by the bundle's resize policy.
 
     ``stretch`` resizes the whole frame (what Coral's models expect), ``center_crop``

@@ -33,8 +33,62 @@ def cmd_train(a: argparse.Namespace) -> int:
     m = manifest["metrics"]
     print(summary_table(m["float"], m["int8"]))
     print(f"\nfloat {m['float']['accuracy']:.4f} | int8 {m['int8']['accuracy']:.4f} | "
-          f"agreement {m['agreement']:.4f} | bundle {s.out}")
+          f"agreement {m['agreement']:.4f} | Edge TPU (predicted): "
+          f"{manifest['edgetpu_check']['verdict']} | bundle {s.out}")
+    if not a.no_compile:
+        from host_training.compiler import compile_model, find_compiler
+
+        if find_compiler():
+            compile_model(s.out)
+        else:
+            from host_training.compiler import INSTALL_HELP
+
+            log.warning("not compiled for the Edge TPU: %s", INSTALL_HELP)
     return 0
+
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    from host_training.tflite_model import inspect_model, load_tflite
+
+    info = inspect_model(load_tflite(a.model))
+    if a.json:
+        print(json.dumps(info))
+        return 0
+    print(f"{info['path']}  compiled for the Edge TPU: {info['compiled_for_edgetpu']}")
+    for k, v in info["metadata"].items():
+        print(f"  metadata {k}: {v}")
+    for i, sg in enumerate(info["subgraphs"]):
+        print(f"subgraph {i} {sg['name']!r}: {sg['op_count']} ops")
+        for op in sg["ops"]:
+            print(f"  {op['op']:<30} v{op['version']:<3} x{op['count']}")
+        for kind in ("inputs", "outputs"):
+            for t in sg[kind]:
+                q = t["quantization"]
+                print(f"  {kind[:-1]:<6} {t['name']}: {t['dtype']} {t['shape']} "
+                      f"(signature {t['shape_signature']}) scale {q['scale'][:1]} "
+                      f"zero_point {q['zero_point'][:1]}")
+        if sg["cpu_ops"]:
+            print("  outside the edgetpu-custom-op (run on the CPU): "
+                  + ", ".join(o["op"] for o in sg["cpu_ops"]))
+    return 0
+
+
+def cmd_check_edgetpu(a: argparse.Namespace) -> int:
+    from host_training.edgetpu_check import analyse, format_report
+    from host_training.tflite_model import load_tflite
+
+    result = analyse(load_tflite(a.model), multiple_subgraphs=a.multiple_subgraphs)
+    print(json.dumps(result) if a.json else format_report(result))
+    if result["model_issues"]:
+        return 1
+    return 0 if result["cpu_ops"] == 0 or a.allow_cpu_ops else 1
+
+
+def cmd_compile(a: argparse.Namespace) -> int:
+    from host_training.compiler import compile_model
+
+    result = compile_model(Path(a.model), timeout=a.timeout)
+    return 0 if result["compiled"] else 1
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
@@ -73,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation folder (default: a stratified split of --data)")
     t.add_argument("--val_split", "--val-split", dest="val_split", type=float,
                    help="validation fraction without --val-data (default 0.2)")
-    t.add_argument("--out", required=True, type=Path, help="bundle folder, e.g. compiled_models/NAME")
+    t.add_argument("--out", required=True, type=Path,
+                   help="bundle folder, e.g. compiled_models/NAME")
     t.add_argument("--input_size", "--input-size", dest="input_size", type=int,
                    help="square input size in pixels (default 224)")
     t.add_argument("--alpha", type=float, help="MobileNetV2 width (default 1.0)")
@@ -103,7 +158,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int,
                    help="early-stopping patience in epochs, on validation loss (default 5)")
     t.add_argument("--seed", type=int, help="random seed (default 42)")
+    t.add_argument("--no_compile", "--no-compile", dest="no_compile", action="store_true",
+                   help="do not run edgetpu_compiler at the end")
     t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("inspect", help="ops, versions, tensors and metadata of a .tflite")
+    i.add_argument("model", help=".tflite file")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_inspect)
+
+    c = sub.add_parser("check-edgetpu", help="predict, offline, which ops run on the Edge TPU")
+    c.add_argument("model", help="uncompiled .tflite file")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--allow_cpu_ops", "--allow-cpu-ops", dest="allow_cpu_ops",
+                   action="store_true", help="exit 0 even when some ops would run on the CPU")
+    c.add_argument("--multiple_subgraphs", "--multiple-subgraphs", dest="multiple_subgraphs",
+                   action="store_true", help="assume the compiler may split the model")
+    c.set_defaults(func=cmd_check_edgetpu)
+
+    k = sub.add_parser("compile", help="run edgetpu_compiler on a bundle or .tflite")
+    k.add_argument("model", help="bundle folder or .tflite file")
+    k.add_argument("--timeout", type=int, default=600, help="seconds (default 600)")
+    k.set_defaults(func=cmd_compile)
 
     e = sub.add_parser("evaluate", help="accuracy of a bundle or .tflite on a class-folder dataset")
     e.add_argument("--model", required=True, help="bundle folder or .tflite")

@@ -103,7 +103,8 @@ def load_dataset(root: Path, size: int, resize_policy: str = "stretch",
     return ds
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, val), the same fraction of every class in val, at least one each."""
     rng = np.random.default_rng(seed)
     train, val = [], []

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
 
-from host_training.settings import Augment, TrainSettings  # noqa: E402
+from host_training.settings import Augment, TrainSettings
 
 log = logging.getLogger(__name__)
 

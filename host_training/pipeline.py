@@ -143,6 +143,11 @@ def run_training(s: TrainSettings) -> dict:
                          "history": history.phases, "started": started.isoformat()},
             "golden": golden,
         }
+        from host_training.edgetpu_check import analyse
+        from host_training.tflite_model import load_tflite
+
+        check = analyse(load_tflite(stage / CPU_MODEL))
+        manifest["edgetpu_check"] = {k: check[k] for k in ("tpu_ops", "cpu_ops", "verdict")}
         report.write_report(stage, manifest)
         manifest = write_manifest(stage, manifest)
         drop = (float_m["accuracy"] - int8_m["accuracy"]) * 100

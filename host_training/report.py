@@ -7,8 +7,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display on a workstation shell or in CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def plot_curves(phases: dict[str, dict[str, list[float]]], out: Path) -> None:
@@ -76,7 +76,7 @@ def write_report(out: Path, manifest: dict) -> None:
         f"n = {m['int8']['n']})",
         f"- train images: {sum(ds['train'].values())}, validation images: "
         f"{sum(ds['val'].values())}, skipped: {len(ds['skipped'])}",
-        f"- time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t["seconds"].items()),
+        "- time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t["seconds"].items()),
         "",
         summary_table(m["float"], m["int8"]),
         "",

@@ -65,7 +65,7 @@ def test_bundle_entry_escaping_root_is_refused(tmp_path):
 
 
 def test_folder_without_manifest_and_missing_path(tmp_path):
-    with pytest.raises(ModelError, match="manifest.json is missing"):
+    with pytest.raises(ModelError, match=r"manifest\.json is missing"):
         load_bundle(tmp_path)
     with pytest.raises(ModelError, match="not found"):
         load_bundle(tmp_path / "nope")

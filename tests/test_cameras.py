@@ -2,6 +2,7 @@
 
 import sys
 import types
+import typing
 
 import cv2
 import numpy as np
@@ -81,7 +82,7 @@ def test_to_rgb_swaps_picamera2_rgb888():
 class FakePicamera2:
     """Stands in for picamera2.Picamera2 with its documented methods."""
 
-    instances: list = []
+    instances: typing.ClassVar[list] = []
 
     def __init__(self, camera_num=0):
         self.camera_num = camera_num

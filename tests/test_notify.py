@@ -30,8 +30,8 @@ def test_daemon_notifies_ready_watchdog_stopping(tmp_path, broker, daemon_factor
     import cv2
     import numpy as np
 
-    from .test_daemon import LABELS, MODEL
     from .conftest import need_shared
+    from .test_daemon import LABELS, MODEL
 
     need_shared(MODEL, LABELS)
     replay = tmp_path / "replay"

@@ -12,7 +12,7 @@ from device.inference import create_classifier
 from host_training.dataset import DatasetError, load_dataset, stratified_split
 from host_training.synthetic import CLASSES, write_dataset
 
-from .conftest import ROOT, SHARED, run_cli
+from .conftest import SHARED, run_cli
 
 KERAS_WEIGHTS = SHARED / "weights" / "keras"
 
@@ -44,6 +44,7 @@ def test_bundle_is_complete_and_verified(tiny):
                           "colour_order": "RGB", "dtype": "uint8"}
     assert set(m["metrics"]) == {"float", "int8", "agreement"}
     assert m["dataset"]["train"] and m["training"]["settings"]["weights"] == "none"
+    assert m["edgetpu_check"]["cpu_ops"] == 0, m["edgetpu_check"]  # the compiler will map all
     assert "| note_5 |" in tiny["stdout"] and "agreement" in tiny["stdout"]
 
 
