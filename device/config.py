@@ -117,6 +117,7 @@ class MqttConfig(_Section):
     result_max_rate: float = Field(
         0.0, ge=0, description="Max result messages per second (0 = one per frame)."
     )
+    commands: bool = Field(True, description="Accept commands on cmd/ (false: ignore them).")
 
     @model_validator(mode="after")
     def _checks(self) -> MqttConfig:
@@ -146,6 +147,52 @@ class MqttConfig(_Section):
         return None
 
 
+class DecisionConfig(_Section):
+    """From frames to decisions. Defaults suit one object passing a camera at 10 fps."""
+
+    mode: Literal["stream", "event"] = Field(
+        "stream", description="stream: a result per frame; event: one event per object.")
+    threshold: float = Field(0.7, ge=0, le=1, description="Top-1 score a frame needs to "
+                             "support its class.")
+    background_labels: tuple[str, ...] = Field(
+        (), description="Labels meaning 'nothing there' (e.g. an 'empty' slot class).")
+    min_frames: int = Field(3, ge=1, le=1000, description="K: supporting frames needed ...")
+    window: int = Field(5, ge=1, le=1000, description="... among the last N frames.")
+    empty_frames: int = Field(3, ge=1, le=1000, description="M: frames of empty scene that "
+                              "end an object and re-arm the decider.")
+    margin: float = Field(0.0, ge=0, le=1, description="Top-1 minus top-2 below this is unsure.")
+    unknown_labels: tuple[str, ...] = Field(
+        (), description="Labels reported as 'unknown' (e.g. a trained 'Other' class).")
+    class_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Per-class thresholds overriding `threshold`.")
+
+    @model_validator(mode="after")
+    def _checks(self) -> DecisionConfig:
+        if self.min_frames > self.window:
+            raise ValueError(f"decision.min_frames ({self.min_frames}) cannot exceed "
+                             f"decision.window ({self.window})")
+        bad = {k: v for k, v in self.class_thresholds.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"decision.class_thresholds must be within 0..1: {bad}")
+        return self
+
+
+class StateConfig(_Section):
+    """Where the daemon keeps what must survive a restart: the event outbox and counts."""
+
+    dir: str = Field("", description="State folder ('' = $STATE_DIRECTORY, set by systemd, "
+                     "else ~/.local/state/coral-classifier).")
+    outbox_max_events: int = Field(100_000, ge=10, description="Outbox bound (events).")
+    outbox_max_bytes: int = Field(50 << 20, ge=10_000, description="Outbox bound (bytes).")
+
+    def resolved_dir(self) -> Path:
+        if self.dir:
+            return Path(self.dir).expanduser()
+        if os.environ.get("STATE_DIRECTORY"):
+            return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+        return Path.home() / ".local" / "state" / "coral-classifier"
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
@@ -156,6 +203,8 @@ class Config(_Section):
     camera: CameraConfig = CameraConfig()
     model: ModelConfig = ModelConfig()
     mqtt: MqttConfig = MqttConfig()
+    decision: DecisionConfig = DecisionConfig()
+    state: StateConfig = StateConfig()
     log: LogConfig = LogConfig()
 
 

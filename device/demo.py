@@ -76,6 +76,12 @@ def print_messages(port: int, prefix: str):
             top = "  ".join(f"{k['label']} {k['score']:.2f}" for k in p["top_k"])
             print(f"{topic:14s} #{p['seq']:<4d} {p['label']:<8s} {p['score']:.2f}   "
                   f"[{top}]  {p['latency_ms']['inference']:.1f} ms", flush=True)
+        elif topic == "event":
+            print(f"{topic:14s} {p['label']:<8s} score {p['score']:.2f} over {p['frames']} "
+                  f"frames  id {p['event_id'][:8]}", flush=True)
+        elif topic == "counts":
+            print(f"{topic:14s} " + ", ".join(f"{k}={v}" for k, v in p["counts"].items()),
+                  flush=True)
         elif topic == "status":
             print(f"{topic:14s} {p['state']} model={p['model']['name']} v{p['model']['version']} "
                   f"backend={p['backend']} fps={p['fps']} frames={p['frames']}", flush=True)
@@ -96,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", default="", help="replay folder (default: generated notes)")
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = Ctrl-C)")
+    ap.add_argument("--mode", choices=["event", "stream"], default="event",
+                    help="event: one event per note passing (default); stream: every frame")
     ap.add_argument("--workdir", default=str(ROOT / ".demo"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -111,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         f'[camera]\ntype = "replay"\nsource = "{source}"\nfps = {args.fps}\nloop = true\n'
         f'[model]\npath = "{args.model}"\nbackend = "cpu"\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ndevice_id = "demo"\n'
-        "status_interval = 5.0\n")
+        "status_interval = 5.0\n"
+        f'[decision]\nmode = "{args.mode}"\nbackground_labels = ["empty"]\n'
+        f'[state]\ndir = "{work / "state"}"\n')
     print(f"broker on 127.0.0.1:{port}; config {config}; Ctrl-C stops", flush=True)
     sub = print_messages(port, "coral-classifier/demo/")
     daemon = subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(config)],

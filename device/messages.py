@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from device.bundle import Bundle
+from device.decision import Event
 from device.inference import Classification
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -44,6 +45,9 @@ class Status:
     dropped_frames: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
+    events: int = 0
+    reconnects: int = 0
+    outbox: dict[str, Any] = field(default_factory=dict)
 
 
 def model_info(bundle: Bundle) -> dict[str, str]:
@@ -88,6 +92,22 @@ def status_payload(status: Status, ts: float) -> dict[str, Any]:
         "dropped_frames": status.dropped_frames,
         "errors": dict(status.errors),
         "last_error": status.last_error,
+        "events": status.events,
+        "reconnects": status.reconnects,
+        "outbox": dict(status.outbox),
+    }
+
+
+def event_payload(event: Event, model: dict[str, str], device_id: str) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "device_id": device_id,
+        "label": event.label,
+        "score": round(event.score, 5),
+        "frames": event.frames,
+        "first_ts": round(event.first_ts, 3),
+        "last_ts": round(event.last_ts, 3),
+        "model": model,
     }
 
 

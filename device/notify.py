@@ -42,6 +42,9 @@ class Notifier:
     def status(self, text: str) -> None:
         self.notify(f"STATUS={text}")
 
+    def reloading(self) -> None:
+        self.notify("RELOADING=1")
+
     def stopping(self) -> None:
         self.notify("STOPPING=1")
 

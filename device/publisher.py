@@ -20,11 +20,11 @@ from device.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CommandHandler = Callable[[str, Any], dict[str, Any]]
+CommandHandler = Callable[[str, Any], dict[str, Any] | None]
 
 
 class Publisher(Protocol):
-    def publish(self, topic: str, payload: dict[str, Any], *, qos: int = 0,
+    def publish(self, topic: str, payload: dict[str, Any] | bytes, *, qos: int = 0,
                 retain: bool = False) -> None: ...
 
     def close(self) -> None: ...
@@ -59,6 +59,9 @@ class MqttPublisher:
         self.topics = Topics(cfg.topic_prefix, device_id)
         self.on_command = on_command
         self.connected = threading.Event()
+        self.on_connected: list[Callable[[], None]] = []
+        self.on_puback: Callable[[int], None] | None = None
+        self.reconnects = 0
         self.errors = 0
         self.last_error = ""
         client_id = cfg.client_id or f"coral-classifier-{device_id}"
@@ -85,6 +88,7 @@ class MqttPublisher:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
 
     def start(self) -> None:
         self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive)
@@ -102,10 +106,17 @@ class MqttPublisher:
             return
         log.info("MQTT connected to %s:%s", self.cfg.host, self.cfg.port)
         # Subscriptions are renewed on every connect: a clean session forgets them.
-        if self.on_command is not None:
+        if self.on_command is not None and self.cfg.commands:
             client.subscribe(self.topics.cmd + "+", qos=1)
         client.publish(self.topics.availability, "online", qos=1, retain=True)
         self.connected.set()
+        self.reconnects += 1
+        for hook in self.on_connected:
+            hook()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        if self.on_puback is not None:
+            self.on_puback(mid)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
@@ -118,19 +129,27 @@ class MqttPublisher:
             return
         try:
             args = json.loads(msg.payload) if msg.payload.strip() else {}
+            if not isinstance(args, dict):
+                raise ValueError
         except ValueError:
-            reply = {"ok": False, "error": "payload is not JSON: send {} or a JSON object"}
+            reply = {"ok": False, "error": "payload is not a JSON object: send {} or "
+                                           "{\"key\": value, ...}"}
         else:
             try:
                 reply = self.on_command(name, args)
             except Exception as exc:  # a command must never take the daemon down
                 log.exception("command %s failed", name)
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        self.publish(f"{self.topics.cmd}{name}/reply", reply, qos=1)
+        if reply is not None:  # None: the frame loop replies when it is done
+            self.reply(name, reply)
 
-    def publish(self, topic: str, payload: dict[str, Any], *, qos: int = 0,
+    def reply(self, command: str, reply: dict[str, Any]) -> None:
+        self.publish(f"{self.topics.cmd}{command}/reply", reply, qos=1)
+
+    def publish(self, topic: str, payload: dict[str, Any] | bytes, *, qos: int = 0,
                 retain: bool = False) -> None:
-        info = self.client.publish(topic, messages.dumps(payload), qos=qos, retain=retain)
+        data = payload if isinstance(payload, bytes) else messages.dumps(payload)
+        info = self.client.publish(topic, data, qos=qos, retain=retain)
         if info.rc not in (self._mqtt.MQTT_ERR_SUCCESS, self._mqtt.MQTT_ERR_NO_CONN):
             self.errors += 1
             self.last_error = f"publish to {topic} failed: {self._mqtt.error_string(info.rc)}"

@@ -1,8 +1,8 @@
 """The daemon's lifecycle and frame loop: build once, READY, loop, stop cleanly.
 
-Camera, classifier and MQTT client are built once; SIGTERM/SIGINT set a stop event;
-the frame loop feeds the systemd watchdog only while frames really flow, so a stuck
-camera or TPU gets the process restarted by systemd.
+Camera, classifier and MQTT client are built once; SIGTERM/SIGINT set a stop event and
+SIGHUP asks for a model reload; the frame loop feeds the systemd watchdog only while
+frames really flow, so a stuck camera or TPU gets the process restarted by systemd.
 """
 
 from __future__ import annotations
@@ -13,13 +13,18 @@ import threading
 import time
 from typing import Any
 
-from device import __version__, messages
+import cv2
+
+from device import __version__, commands, messages
 from device.bundle import load_bundle
-from device.camera import create_frame_source
+from device.camera import Frame, create_frame_source
 from device.config import Config
-from device.errors import CameraError
+from device.decision import Decider, DecisionRules, Event
+from device.errors import CameraError, CoralError, ModelError
+from device.events import EventSender
 from device.inference import create_classifier
 from device.notify import Notifier
+from device.outbox import Outbox
 from device.pipeline import END, CaptureThread, FrameBuffer, StageTimes
 from device.publisher import MqttPublisher
 
@@ -27,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_CAMERA_FAILURES = 10  # consecutive; then exit and let systemd restart us
 MAX_INFERENCE_FAILURES = 5
+OUTBOX_WARN = 0.8
 
 
 class Daemon:
@@ -34,57 +40,123 @@ class Daemon:
         self.cfg = cfg
         self.notifier = notifier or Notifier()
         self.stop_event = threading.Event()
+        self.paused = threading.Event()
+        self.reload_event = threading.Event()
+        self.reload_reply = False
         self.device_id = cfg.mqtt.resolved_device_id()
         self.errors = {"camera": 0, "inference": 0, "publish": 0}
         self.last_error = ""
-        self.frames = 0
-        self.published = 0
+        self.frames = self.published = self.events = 0
         self.started = time.monotonic()
         self._fps_window = (time.monotonic(), 0)
         self.fps = 0.0
         self.state = "starting"
         self.times = StageTimes()
         self.buffer: FrameBuffer | None = None
+        self.last_frame: Frame | None = None
 
     # -- setup ---------------------------------------------------------------------------
-    def setup(self) -> None:
+    def _load_classifier(self):
         m = self.cfg.model
-        self.bundle = load_bundle(m.path, m.labels or None)
-        self.classifier = create_classifier(
-            self.bundle, m.backend, allow_cpu_fallback=m.allow_cpu_fallback, device=m.device,
-            num_threads=m.num_threads, top_k=m.top_k, min_score=m.min_score)
+        bundle = load_bundle(m.path, m.labels or None)
+        clf = create_classifier(bundle, m.backend, allow_cpu_fallback=m.allow_cpu_fallback,
+                                device=m.device, num_threads=m.num_threads, top_k=m.top_k,
+                                min_score=m.min_score)
+        return bundle, clf
+
+    def setup(self) -> None:
+        self.bundle, self.classifier = self._load_classifier()
         self.model_info = messages.model_info(self.classifier.bundle)
         log.info("model %s v%s (sha256 %s…) on %s via %s", self.bundle.name, self.bundle.version,
                  self.bundle.sha256[:12], self.classifier.backend, self.classifier.runtime)
-        self.model_size = (self.classifier.width, self.classifier.height)
-        self.source = create_frame_source(self.cfg.camera, self.model_size)
-        self.publisher = MqttPublisher(self.cfg.mqtt, self.device_id, self.handle_command)
+        st = self.cfg.state
+        self.outbox = Outbox(st.resolved_dir() / f"outbox-{self.device_id}.sqlite",
+                             st.outbox_max_events, st.outbox_max_bytes)
+        d = self.cfg.decision
+        self.decider = Decider(DecisionRules(
+            d.threshold, tuple(d.background_labels), d.min_frames, d.window, d.empty_frames,
+            d.margin, tuple(d.unknown_labels), dict(d.class_thresholds))) \
+            if d.mode == "event" else None
+        self.source = create_frame_source(self.cfg.camera,
+                                          (self.classifier.width, self.classifier.height))
+        self.publisher = MqttPublisher(self.cfg.mqtt, self.device_id,
+                                       lambda name, args: commands.handle(self, name, args))
         self.topics = self.publisher.topics
+        self.sender = EventSender(self.outbox, self.publisher.client, self.publisher.connected)
+        self.publisher.on_connected += [self.sender.reconnected, self.publish_counts]
+        self.publisher.on_puback = self.sender.on_puback
+        self.sender.start()
         self.publisher.start()
 
-    # -- commands (paho's thread) --------------------------------------------------------
-    def handle_command(self, name: str, args: Any) -> dict[str, Any]:
-        if name == "status":
-            self.publish_status()
-            return {"ok": True}
-        return {"ok": False, "error": f"unknown command {name!r}: known commands: status"}
+    # -- model reload (SIGHUP or cmd/reload) ---------------------------------------------
+    def request_reload(self, reply: bool = False, *_: Any) -> None:
+        self.reload_reply = self.reload_reply or reply
+        self.reload_event.set()
 
-    # -- status --------------------------------------------------------------------------
+    def reload(self) -> dict[str, Any]:
+        """Load and check the configured bundle; swap it in, or keep serving the old one."""
+        self.reload_event.clear()
+        self.notifier.reloading()
+        old = self.model_info
+        try:
+            bundle, clf = self._load_classifier()
+            self_test(clf, bundle)
+        except CoralError as exc:
+            self.last_error = f"reload failed, still serving {old['name']} v{old['version']}: {exc}"
+            log.error("%s", self.last_error)
+            result = {"ok": False, "error": str(exc), "model": old}
+        else:
+            previous, self.classifier, self.bundle = self.classifier, clf, bundle
+            self.model_info = messages.model_info(clf.bundle)
+            previous.close()
+            self.last_error = ""
+            log.info("reloaded: now %s v%s (sha256 %s…)", bundle.name, bundle.version,
+                     bundle.sha256[:12])
+            result = {"ok": True, "model": self.model_info, "previous": old}
+        self.notifier.ready(f"serving {self.model_info['name']} v{self.model_info['version']}")
+        self.publish_status()
+        if self.reload_reply:
+            self.reload_reply = False
+            self.publisher.reply("reload", result)
+        return result
+
+    # -- status, counts, events ----------------------------------------------------------
     def status(self) -> messages.Status:
+        pending, size = self.outbox.depth()
+        fill = self.outbox.fill()
+        warning = f"outbox {fill:.0%} full ({pending} events unsent)" if fill >= OUTBOX_WARN \
+            else ""
         return messages.Status(
-            state=self.state, device_id=self.device_id, software=__version__,
+            state="paused" if self.paused.is_set() and self.state == "running" else self.state,
+            device_id=self.device_id, software=__version__,
             model=self.model_info, backend=self.classifier.backend,
             runtime=self.classifier.runtime, camera=self.source.name, fps=self.fps,
             uptime_s=time.monotonic() - self.started, frames=self.frames,
             results_published=self.published,
             dropped_frames=self.buffer.dropped if self.buffer else 0,
             errors={**self.errors, "publish": self.errors["publish"] + self.publisher.errors},
-            last_error=self.last_error or self.publisher.last_error)
+            last_error=self.last_error or self.publisher.last_error or warning,
+            events=self.events, reconnects=max(0, self.publisher.reconnects - 1),
+            outbox={"pending": pending, "bytes": size, "fill": round(fill, 4),
+                    "dropped": self.outbox.dropped, "warning": warning})
 
     def publish_status(self) -> None:
         self.publisher.publish(self.topics.status,
                                messages.status_payload(self.status(), time.time()),
                                qos=1, retain=True)
+
+    def publish_counts(self) -> None:
+        self.publisher.publish(self.topics["counts"], {
+            "ts": round(time.time(), 3), "since": round(self.outbox.counts_since(), 3),
+            "counts": self.outbox.counts()}, qos=1, retain=True)
+
+    def emit(self, event: Event) -> None:
+        """Store first (outbox + count in one transaction), then let the sender publish."""
+        payload = messages.event_payload(event, self.model_info, self.device_id)
+        self.outbox.add(self.topics["event"], messages.dumps(payload), event.label)
+        self.events += 1
+        self.sender.notify()
+        self.publish_counts()
 
     def _update_fps(self, now: float) -> None:
         t0, n0 = self._fps_window
@@ -115,10 +187,10 @@ class Daemon:
         min_gap = 1.0 / self.cfg.mqtt.result_max_rate if self.cfg.mqtt.result_max_rate else 0.0
         last_result = 0.0
         camera_failures = inference_failures = 0
-        model, backend, qos = self.model_info, self.classifier.backend, self.cfg.mqtt.qos
-        result_topic = self.topics.result
-        perf = time.perf_counter
+        qos, result_topic, perf = self.cfg.mqtt.qos, self.topics.result, time.perf_counter
         while not self.stop_event.is_set():
+            if self.reload_event.is_set():
+                self.reload()
             item = self.buffer.get(timeout=0.5)
             now = time.monotonic()
             if now >= next_status:
@@ -140,7 +212,10 @@ class Daemon:
                 self.stop_event.wait(min(8.0, 0.25 * 2 ** camera_failures))
                 continue
             camera_failures = 0
-            frame = item
+            frame = self.last_frame = item
+            self.notifier.watchdog()  # only here: frames really flow
+            if self.paused.is_set():
+                continue
             try:
                 c = self.classifier.classify(frame.image)
                 inference_failures = 0
@@ -151,19 +226,22 @@ class Daemon:
                     return 1
                 continue
             self.frames += 1
-            self.notifier.watchdog()  # only here: frames really flow
             t_pub = perf()
-            publish_ms = 0.0
-            if not min_gap or now - last_result >= min_gap:
+            if self.decider is not None:
+                event = self.decider.update(c.top_k, frame.ts)
+                if event is not None:
+                    self.emit(event)
+            elif not min_gap or now - last_result >= min_gap:
                 total = frame.capture_ms + (t_pub - frame.t_captured) * 1e3
                 result = messages.Result(frame.seq, frame.ts, c, frame.capture_ms, total)
-                self.publisher.publish(result_topic,
-                                       messages.result_payload(result, model, backend), qos=qos)
+                self.publisher.publish(result_topic, messages.result_payload(
+                    result, self.model_info, self.classifier.backend), qos=qos)
                 self.published += 1
                 last_result = now
-                publish_ms = (perf() - t_pub) * 1e3
+            t_done = perf()
             self.times.add(frame.capture_ms, c.preprocess_ms, c.inference_ms, c.postprocess_ms,
-                           publish_ms, (perf() - frame.t_captured) * 1e3 + frame.capture_ms)
+                           (t_done - t_pub) * 1e3,
+                           (t_done - frame.t_captured) * 1e3 + frame.capture_ms)
             self._update_fps(now)
         return 0
 
@@ -177,17 +255,33 @@ class Daemon:
         self.state = "stopped"
         try:
             self.publish_status()
+            self.sender.stop()
             self.publisher.close("stopped")
         finally:
+            self.sender.join(5)
+            self.outbox.close()
             self.source.close()
             self.classifier.close()
             self.notifier.close()
-            log.info("stopped after %d frames", self.frames)
+            log.info("stopped after %d frames, %d events", self.frames, self.events)
 
     def request_stop(self, signum: int | None = None, _frame=None) -> None:
         if signum is not None:
             log.info("received %s, stopping", signal.Signals(signum).name)
         self.stop_event.set()
+
+
+def self_test(clf, bundle) -> None:
+    """The bundle's golden samples must give their expected top-1 on this backend."""
+    for g in bundle.manifest.get("golden", []):
+        path = bundle.root / g["file"]
+        bgr = cv2.imread(str(path))
+        if bgr is None:
+            raise ModelError(f"golden sample {path} cannot be read")
+        got = clf.classify(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).best
+        if got is None or got.label != g["label"]:
+            raise ModelError(f"self-test failed: golden sample {g['file']} gave "
+                             f"{got.label if got else None!r}, expected {g['label']!r}")
 
 
 def run_daemon(cfg: Config) -> int:
@@ -196,4 +290,5 @@ def run_daemon(cfg: Config) -> int:
     daemon.setup()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, daemon.request_stop)
+    signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
     return daemon.run()

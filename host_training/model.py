@@ -218,6 +218,13 @@ def fine_tune(built: Built, train_x: np.ndarray, train_y: np.ndarray, val_x: np.
     built.base.trainable = True
     for layer in built.base.layers[:start]:
         layer.trainable = False
+    if s.pretrained:
+        # Keras 3 does not keep `base(x, training=False)` once the base is trainable: the
+        # moving statistics would drift during fit. A non-trainable BatchNormalization
+        # always runs in inference mode, so freeze them explicitly.
+        for layer in built.base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
     trainable = sum(1 for layer in built.base.layers if layer.trainable and layer.weights)
     log.info("fine-tuning %d weighted base layers from layer %d at lr %.0e", trainable, start,
              s.ft_lr)

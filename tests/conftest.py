@@ -131,11 +131,14 @@ def recorder(broker):
     r.close()
 
 
-def write_config(path: Path, camera: dict, model: dict, mqtt: dict) -> Path:
+def write_config(path: Path, camera: dict, model: dict, mqtt: dict, **sections: dict) -> Path:
+    """A daemon config; its state (outbox, counts) lives beside it unless given."""
     def table(name: str, d: dict) -> str:
         return f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in d.items())
 
-    path.write_text(table("camera", camera) + table("model", model) + table("mqtt", mqtt))
+    sections.setdefault("state", {"dir": str(path.parent / "state")})
+    path.write_text(table("camera", camera) + table("model", model) + table("mqtt", mqtt)
+                    + "".join(table(k, v) for k, v in sections.items()))
     return path
 
 

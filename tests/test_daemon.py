@@ -135,7 +135,7 @@ def test_command_reply_and_malformed_payload(coral_replay, tmp_path, broker, dae
         c.loop_stop()
         c.disconnect()
         replies = rec.json_on("cmd/status/reply")
-        assert replies[0]["ok"] is False and "not JSON" in replies[0]["error"]
+        assert replies[0]["ok"] is False and "not a JSON object" in replies[0]["error"]
         assert replies[1] == {"ok": True}
         fly = rec.json_on("cmd/fly/reply")[0]
         assert fly["ok"] is False and "unknown command" in fly["error"]
