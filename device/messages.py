@@ -98,9 +98,11 @@ def status_payload(status: Status, ts: float) -> dict[str, Any]:
     }
 
 
-def event_payload(event: Event, model: dict[str, str], device_id: str) -> dict[str, Any]:
+def event_payload(event: Event, model: dict[str, str], device_id: str,
+                  seq: int) -> dict[str, Any]:
     return {
         "event_id": event.event_id,
+        "seq": seq,
         "device_id": device_id,
         "label": event.label,
         "score": round(event.score, 5),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from device.errors import ConfigError
@@ -45,11 +46,23 @@ class Outbox:
         self.max_bytes = max_bytes
         self.dropped = 0
 
-    def add(self, topic: str, payload: bytes, label: str | None = None) -> int:
-        """Store an event (and count it) atomically; returns its row id."""
+    def add(self, topic: str, payload: bytes | Callable[[int], bytes],
+            label: str | None = None) -> int:
+        """Store an event (and count it) atomically; returns its row id.
+
+        payload may be a function of the event's sequence number: a counter kept in the
+        same transaction, so every stored event has a unique, gap-free `seq` that
+        survives restarts (consumers can prove nothing is missing).
+        """
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
+                row = self.db.execute("SELECT value FROM meta WHERE key = 'event_seq'").fetchone()
+                seq = int(row[0]) + 1 if row else 1
+                self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('event_seq', ?)",
+                                (str(seq),))
+                if callable(payload):
+                    payload = payload(seq)
                 cur = self.db.execute(
                     "INSERT INTO outbox(topic, payload, created) VALUES (?, ?, ?)",
                     (topic, payload, time.time()))

@@ -152,8 +152,11 @@ class Daemon:
 
     def emit(self, event: Event) -> None:
         """Store first (outbox + count in one transaction), then let the sender publish."""
-        payload = messages.event_payload(event, self.model_info, self.device_id)
-        self.outbox.add(self.topics["event"], messages.dumps(payload), event.label)
+        def payload(seq: int) -> bytes:
+            return messages.dumps(messages.event_payload(event, self.model_info, self.device_id,
+                                                         seq))
+
+        self.outbox.add(self.topics["event"], payload, event.label)
         self.events += 1
         self.sender.notify()
         self.publish_counts()

@@ -51,24 +51,32 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 class Broker:
     """A real mosquitto on a free loopback port with its own config file."""
 
-    def __init__(self, workdir: Path, extra_conf: str = ""):
+    def __init__(self, workdir: Path, extra_conf: str = "", port: int | None = None):
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             pytest.fail("mosquitto is not installed: `make test` installs it "
                         "(apt-get install mosquitto)")
-        self.port = free_port()
+        self.workdir, self.extra_conf = workdir, extra_conf
+        self.port = port or free_port()
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             + extra_conf)
         self.log = workdir / f"mosquitto-{self.port}.log"
-        self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=self.log.open("w"),
+        self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=self.log.open("a"),
                                      stderr=subprocess.STDOUT)
         wait_port(self.port)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+    @classmethod
+    def restart(cls, old: Broker) -> Broker:
+        """A new mosquitto on the same port with the same config (and persistence)."""
+        old.stop()
+        return cls(old.workdir, old.extra_conf, old.port)
 
 
 @pytest.fixture(scope="session")
