@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -28,6 +29,37 @@ class Publisher(Protocol):
                 retain: bool = False) -> None: ...
 
     def close(self) -> None: ...
+
+
+class _QuietPaho(logging.Filter):
+    """paho 2.2's network thread logs "Client is not connected" as an ERROR whenever it
+    loops without a socket (while reconnecting, at shutdown): noise, not a fault."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+def diagnose_connection(cfg: MqttConfig, timeout: float = 5.0) -> str:
+    """Why a connection fails, in words a user can act on (paho only says it failed)."""
+    try:
+        sock = socket.create_connection((cfg.host, cfg.port), timeout)
+    except OSError as exc:
+        return (f"cannot reach the broker at {cfg.host}:{cfg.port} ({exc}): is mosquitto "
+                "running there and the port open?")
+    with sock:
+        if not cfg.tls:
+            return ""
+        ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
+        if cfg.tls_insecure:
+            ctx.check_hostname = False
+        try:
+            with ctx.wrap_socket(sock, server_hostname=cfg.host):
+                return ""
+        except ssl.SSLCertVerificationError as exc:
+            return (f"TLS: the broker's certificate is not trusted ({exc.verify_message}): "
+                    "set mqtt.ca_file to the CA that signed it")
+        except (ssl.SSLError, OSError) as exc:
+            return f"TLS handshake with {cfg.host}:{cfg.port} failed: {exc}"
 
 
 class Topics:
@@ -67,7 +99,10 @@ class MqttPublisher:
         client_id = cfg.client_id or f"coral-classifier-{device_id}"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=mqtt.MQTTv311)
-        self.client.enable_logger(logging.getLogger("paho"))
+        paho_log = logging.getLogger("paho")
+        paho_log.addFilter(_QuietPaho())
+        self.client.enable_logger(paho_log)
+        self._reported = ""
         self.client.will_set(self.topics.availability, "offline", qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         password = cfg.password()
@@ -89,6 +124,7 @@ class MqttPublisher:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
+        self.client.on_connect_fail = self._on_connect_fail
 
     def start(self) -> None:
         self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive)
@@ -105,6 +141,7 @@ class MqttPublisher:
                       self.cfg.host, self.cfg.port, self.last_error)
             return
         log.info("MQTT connected to %s:%s", self.cfg.host, self.cfg.port)
+        self.last_error = self._reported = ""
         # Subscriptions are renewed on every connect: a clean session forgets them.
         if self.on_command is not None and self.cfg.commands:
             client.subscribe(self.topics.cmd + "+", qos=1)
@@ -117,6 +154,13 @@ class MqttPublisher:
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         if self.on_puback is not None:
             self.on_puback(mid)
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        reason = diagnose_connection(self.cfg) or "connection failed"
+        self.last_error = f"MQTT: {reason}"
+        if reason != self._reported:  # once per distinct reason, not every retry
+            self._reported = reason
+            log.error("MQTT %s:%s: %s (retrying)", self.cfg.host, self.cfg.port, reason)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -60,7 +61,11 @@ class Broker:
         self.port = port or free_port()
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            # as root, mosquitto would switch to its own user, who cannot read pytest's
+            # private temporary folders (passwords, certificates, persistence)
+            f"user {getpass.getuser()}\nlistener {self.port} 127.0.0.1\n"
+            + ("" if "allow_anonymous" in extra_conf else "allow_anonymous true\n")
+            + ("" if "persistence" in extra_conf else "persistence false\n")
             + extra_conf)
         self.log = workdir / f"mosquitto-{self.port}.log"
         self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=self.log.open("a"),
