@@ -53,7 +53,7 @@ def client(port, user, pw, ca):
 
 
 class SecureRecorder(Recorder):
-    def __init__(self, port, topic, user, pw, ca):  # noqa: D107 (same as Recorder, with TLS)
+    def __init__(self, port, topic, user, pw, ca):
         import threading
 
         self.messages = []
