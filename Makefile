@@ -12,7 +12,7 @@ KERAS_HOME ?= $(abspath $(SHARED)/weights/keras)
 export KERAS_HOME
 PYTEST_ARGS ?=
 
-.PHONY: help venv mosquitto demo demo-model test test-all lint bench clean
+.PHONY: help venv mosquitto demo demo-model test test-all lint bench bench-train clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-16s %s\n",$$1,$$2}'
@@ -47,6 +47,9 @@ test-all: venv mosquitto ## the test suite including slow training tests
 
 bench: venv mosquitto ## benchmark: raw invoke vs the daemon's whole pipeline to MQTT (BENCH_ARGS="--backend edgetpu" on a Pi)
 	$(PY) -m device.bench $(BENCH_ARGS)
+
+bench-train: venv ## training speed: cached-feature head vs end-to-end frozen epochs, and fine-tuning
+	$(PY) -m host_training.bench $(BENCH_TRAIN_ARGS)
 
 lint: venv ## ruff
 	$(VENV)/bin/ruff check device host_training tests

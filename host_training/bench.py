@@ -1,0 +1,101 @@
+"""`make bench-train`: seconds per epoch of each training phase on a sample of a dataset.
+
+Compares the frozen phase done our way (base features computed once, head trained on
+them) with the usual end-to-end frozen training (the base recomputed every epoch), and
+times fine-tuning. Each timed epoch follows a warm-up epoch (graph tracing excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "banknotes-vnd"
+                                          / "train"))
+    ap.add_argument("--images", type=int, default=256, help="sample size (default 256)")
+    ap.add_argument("--input_size", "--input-size", dest="input_size", type=int, default=224)
+    ap.add_argument("--weights", default="imagenet")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    import keras
+
+    from host_training import model as M
+    from host_training.dataset import load_dataset, stratified_sample
+    from host_training.settings import make_settings
+
+    s = make_settings(data=args.data, out="/tmp/bench-train", input_size=args.input_size,
+                      weights=args.weights, feature_copies=4, patience=100)
+    full = load_dataset(Path(args.data), s.input_size)
+    ds = full.subset(stratified_sample(full.labels, args.images, 0))
+    n = len(ds.class_names)
+    y = np.eye(n, dtype=np.float32)[ds.labels]
+    built = M.build_model(n, s)
+
+    t0 = time.perf_counter()
+    feats = [M.extract_features(built, ds.images, s, aug, "features")
+             for aug in [False] + [True] * s.feature_copies]
+    cache_s = time.perf_counter() - t0
+    f, yy = np.concatenate(feats), np.tile(y, (len(feats), 1))
+    built.head.compile(optimizer="adam", loss="categorical_crossentropy")
+    built.head.fit(f, yy, epochs=1, batch_size=s.batch_size, verbose=0)
+    t0 = time.perf_counter()
+    built.head.fit(f, yy, epochs=3, batch_size=s.batch_size, verbose=0)
+    head_epoch = (time.perf_counter() - t0) / 3
+
+    def timed_epoch(model) -> float:
+        data = M._batches(ds.images, y, s, augment=True, shuffle=True)
+        model.fit(data, epochs=1, verbose=0)
+        t = time.perf_counter()
+        model.fit(data, epochs=1, verbose=0)
+        return time.perf_counter() - t
+
+    built.base.trainable = False
+    built.model.compile(optimizer="adam", loss="categorical_crossentropy")
+    frozen_epoch = timed_epoch(built.model)
+    built.base.trainable = True
+    for layer in built.base.layers[:100]:
+        layer.trainable = False
+    for layer in built.base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    built.model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy")
+    fine_epoch = timed_epoch(built.model)
+
+    epochs = s.epochs
+    summary = {
+        "images": len(ds.labels), "input_size": s.input_size, "feature_copies": s.feature_copies,
+        "feature_cache_s": round(cache_s, 2),
+        "head_epoch_on_cached_features_s": round(head_epoch, 3),
+        "end_to_end_frozen_epoch_s": round(frozen_epoch, 2),
+        "speedup_per_epoch": round(frozen_epoch / head_epoch, 1),
+        f"frozen_phase_{epochs}_epochs_cached_s": round(cache_s + epochs * head_epoch, 1),
+        f"frozen_phase_{epochs}_epochs_end_to_end_s": round(epochs * frozen_epoch, 1),
+        "fine_tune_epoch_s": round(fine_epoch, 2),
+    }
+    print(f"\n{len(ds.labels)} images at {s.input_size} px")
+    print(f"feature cache (1 clean + {s.feature_copies} augmented passes): {cache_s:.1f} s")
+    print(f"head epoch on cached features ({len(f)} samples): {head_epoch:.3f} s")
+    print(f"end-to-end frozen epoch:  {frozen_epoch:.2f} s  "
+          f"({summary['speedup_per_epoch']}x slower per epoch)")
+    cached = summary[f"frozen_phase_{epochs}_epochs_cached_s"]
+    e2e = summary[f"frozen_phase_{epochs}_epochs_end_to_end_s"]
+    print(f"frozen phase, {epochs} epochs: cached {cached} s vs end-to-end {e2e} s")
+    print(f"fine-tuning epoch (from layer 100): {fine_epoch:.2f} s\n")
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
