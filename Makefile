@@ -12,7 +12,8 @@ KERAS_HOME ?= $(abspath $(SHARED)/weights/keras)
 export KERAS_HOME
 PYTEST_ARGS ?=
 
-.PHONY: help venv mosquitto demo demo-model test test-all lint bench bench-train clean
+.PHONY: help venv mosquitto test-tools demo demo-model test test-all lint bench bench-train \
+	install-device uninstall-device deploy rollback clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-16s %s\n",$$1,$$2}'
@@ -39,10 +40,16 @@ demo-model: venv ## retrain the committed demo bundle compiled_models/demo-notes
 	  --input-size 96 --epochs 20 --fine-tune-epochs 6 --feature-copies 2 --version 1.0.0 \
 	  --golden-per-class 1
 
-test: venv mosquitto ## run the test suite (what CI runs)
+test-tools: ## install what the tests drive for real (sshd, rsync, openssl) when missing
+	@missing=""; for t in sshd:openssh-server rsync:rsync openssl:openssl ssh:openssh-client; do \
+	  cmd=$${t%%:*}; pkg=$${t#*:}; command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; done; \
+	[ -z "$$missing" ] || { echo "installing$$missing (apt)"; $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }
+
+test: venv mosquitto test-tools ## run the test suite (what CI runs)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: venv mosquitto ## the test suite including slow training tests
+test-all: venv mosquitto test-tools ## the test suite including slow training tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv mosquitto ## benchmark: raw invoke vs the daemon's whole pipeline to MQTT (BENCH_ARGS="--backend edgetpu" on a Pi)
@@ -50,6 +57,19 @@ bench: venv mosquitto ## benchmark: raw invoke vs the daemon's whole pipeline to
 
 bench-train: venv ## training speed: cached-feature head vs end-to-end frozen epochs, and fine-tuning
 	$(PY) -m host_training.bench $(BENCH_TRAIN_ARGS)
+
+install-device: ## on the Pi: user, venv (--system-site-packages), config, unit, udev rule; enable the service
+	$(SUDO) systemd/install-device.sh install
+
+uninstall-device: ## on the Pi: undo install-device (PURGE=1 also removes config, models and counts)
+	$(SUDO) env PURGE=$(PURGE) systemd/install-device.sh uninstall
+
+deploy: venv ## flash a bundle: make deploy HOST=user@pi MODEL=compiled_models/NAME (HOSTS="a b" for a fleet, ALLOW_CPU=1)
+	$(PY) -m device.deploy deploy --model $(MODEL) $(foreach h,$(HOST) $(HOSTS),--host $(h)) \
+	  $(if $(ALLOW_CPU),--allow-cpu) $(DEPLOY_ARGS)
+
+rollback: venv ## switch a device back to its previous model: make rollback HOST=user@pi
+	$(PY) -m device.deploy rollback $(foreach h,$(HOST) $(HOSTS),--host $(h)) $(DEPLOY_ARGS)
 
 lint: venv ## ruff
 	$(VENV)/bin/ruff check device host_training tests

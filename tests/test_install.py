@@ -1,0 +1,51 @@
+"""`make install-device` / `uninstall-device`, run for real into a staging root (DESTDIR):
+venv with --system-site-packages, config, unit and udev rule; idempotent; uninstall."""
+
+import os
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+SCRIPT = ROOT / "systemd" / "install-device.sh"
+
+
+def run(action, dest, **env):
+    return subprocess.run(
+        [str(SCRIPT), action], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "DESTDIR": str(dest), "PYTHON": sys.executable,
+             "PIP_ARGS": "--no-deps", **env})
+
+
+def test_install_is_complete_and_idempotent_then_uninstall(tmp_path):
+    dest = tmp_path / "root"
+    r = run("install", dest)
+    assert r.returncode == 0, r.stdout + r.stderr
+    venv = dest / "opt" / "coral-classifier" / "venv"
+    cfg = venv / "pyvenv.cfg"
+    assert "include-system-site-packages = true" in cfg.read_text()
+    assert (dest / "etc/systemd/system/coral-classifier.service").is_file()
+    assert (dest / "etc/udev/rules.d/99-coral-edgetpu.rules").is_file()
+    assert (dest / "var/lib/coral-classifier/models").is_dir()
+    config = dest / "etc/coral-classifier/config.toml"
+    text = config.read_text()
+    assert 'type = "picamera2"' in text
+    assert 'path = "/var/lib/coral-classifier/models/current"' in text
+    assert 'dir = "/var/lib/coral-classifier"' in text
+    assert "make deploy" in r.stdout  # no model yet: says what to do
+    # the installed entry point works and accepts the generated config
+    check = subprocess.run([str(venv / "bin" / "coral-classifier"), "check-config", str(config)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+    config.write_text(text.replace('host = "localhost"', 'host = "broker.local"'))
+    r2 = run("install", dest)
+    assert r2.returncode == 0 and "kept the existing" in r2.stdout
+    assert 'host = "broker.local"' in config.read_text()  # the user's edit survives
+
+    r3 = run("uninstall", dest)
+    assert r3.returncode == 0
+    assert not venv.exists() and not (dest / "etc/systemd/system/coral-classifier.service").exists()
+    assert config.exists(), "config and models are kept unless PURGE=1"
+    r4 = run("uninstall", dest, PURGE="1")
+    assert r4.returncode == 0 and not config.exists()
