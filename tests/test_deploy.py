@@ -188,3 +188,18 @@ def test_fleet_stops_at_the_first_failure(tmp_path, sshd, device):
     assert r.returncode == 6 and "nobody@127.0.0.1" in r.stderr
     assert os.readlink(device["root"] / "models" / "current") == "v0"  # second host untouched
     still_classifying(device)
+
+
+def test_keeps_the_last_versions(tmp_path, sshd, device):
+    from device.bundle import load_bundle
+
+    for i, tag in enumerate((b"1", b"2", b"3")):
+        new = variant(DEMO, tmp_path / f"k{i}", f"5.0.{i}", tag)
+        r = deploy(sshd, device, "--model", str(new), "--allow-cpu", "--keep", "2")
+        assert r.returncode == 0, r.stderr[-2000:]
+    models = device["root"] / "models"
+    dirs = sorted(p.name for p in models.iterdir() if p.is_dir() and not p.is_symlink())
+    sha = load_bundle(tmp_path / "k2").sha256
+    assert os.readlink(models / "current") == f"5.0.2-{sha[:12]}"
+    assert len(dirs) == 2 and os.readlink(models / "previous") in dirs  # current + previous
+    still_classifying(device)

@@ -54,3 +54,85 @@ def test_daemon_notifies_ready_watchdog_stopping(tmp_path, broker, daemon_factor
     assert got[0].startswith("READY=1")
     assert got.count("WATCHDOG=1") == 3  # one per frame that really flowed
     assert got.index("WATCHDOG=1") > 0
+
+
+class StallingMjpegServer:
+    """An MJPEG-over-HTTP camera that sends `frames` frames, then goes silent (stuck)."""
+
+    def __init__(self, frames: int):
+        import http.server
+        import threading
+
+        import cv2
+        import numpy as np
+
+        jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))[1].tobytes()
+        self.release = threading.Event()
+        release = self.release
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                for _ in range(frames):
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                     + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                    self.wfile.flush()
+                release.wait(60)  # the camera hangs: connection open, nothing sent
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stream.mjpg"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+
+
+def test_watchdog_stops_when_the_camera_stalls(tmp_path, broker, daemon_factory):
+    """Frames flow -> WATCHDOG=1; the camera hangs -> STATUS keeps coming, WATCHDOG stops,
+    so systemd (WatchdogSec) would restart the daemon."""
+    import time
+
+    from .conftest import need_shared
+    from .test_daemon import LABELS, MODEL
+
+    need_shared(MODEL, LABELS)
+    cam = StallingMjpegServer(frames=40)
+    cfg = write_config(tmp_path / "s.toml",
+                       camera={"type": "opencv", "source": cam.url, "fps": 50},
+                       model={"path": str(MODEL), "labels": str(LABELS), "backend": "cpu"},
+                       mqtt={"host": "127.0.0.1", "port": broker.port, "device_id": "stall",
+                             "status_interval": 0.3})
+    path = str(tmp_path / "s.sock")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.bind(path)
+            s.settimeout(30)
+            d = daemon_factory(cfg, env={"NOTIFY_SOCKET": path})
+            s.settimeout(0.2)
+            got: list[tuple[float, str]] = []
+            last_watchdog = None
+            deadline = time.monotonic() + 40
+            # listen until the watchdog has been silent for 3 s (the camera is stuck)
+            while time.monotonic() < deadline and (
+                    last_watchdog is None or time.monotonic() - last_watchdog < 3):
+                try:
+                    msg = s.recv(1000).decode()
+                except TimeoutError:
+                    continue
+                got.append((time.monotonic(), msg))
+                if msg == "WATCHDOG=1":
+                    last_watchdog = got[-1][0]
+            watchdogs = [m for _, m in got if m == "WATCHDOG=1"]
+            assert 5 <= len(watchdogs) <= 40, len(watchdogs)  # at most one per real frame
+            silence = [m for t, m in got if t > last_watchdog]
+            assert sum(m.startswith("STATUS=") for m in silence) >= 2, silence
+            assert d.proc.poll() is None, "the daemon stays up: systemd's watchdog decides"
+    finally:
+        cam.close()
