@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 from device import __version__
 from device.errors import CoralError
@@ -15,10 +17,49 @@ from device.errors import CoralError
 log = logging.getLogger("device")
 
 
-def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for people who ship logs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname,
+               "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+class JournalFormatter(logging.Formatter):
+    """Under systemd, stderr goes to the journal: prefix each line with its syslog priority
+    (sd-daemon's <N>) so `journalctl -p warning` works, and leave the time to journald."""
+
+    PRIORITY: ClassVar[dict[str, int]] = {
+        "DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{self.PRIORITY.get(record.levelname, 6)}>{record.name}: {record.getMessage()}"
+
+
+def _setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    elif os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level))
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from device.config import load_config
+    from device.doctor import report, run_checks
+
+    cfg = load_config(args.config) if args.config else None
+    text, code = report(run_checks(cfg), args.json)
+    print(text)
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -79,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log_level", "--log-level", dest="log_level",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None,
                    help="override the config's log level")
+    p.add_argument("--log_format", "--log-format", dest="log_format", choices=["text", "json"],
+                   default="text", help="json: one JSON object per log line")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run the daemon (camera -> classifier -> MQTT)")
@@ -103,12 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one JSON line per image, with the fields of the MQTT result")
     k.add_argument("images", nargs="+", help="image files")
     k.set_defaults(func=cmd_classify)
+
+    d = sub.add_parser("doctor", help="check this machine's setup; say what is wrong and how "
+                                      "to fix it")
+    d.add_argument("--config", default=None, help="also check the broker, model and disk of "
+                                                  "this config")
+    d.add_argument("--json", action="store_true", help="one JSON object")
+    d.set_defaults(func=cmd_doctor)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level or "INFO")
+    _setup_logging(args.log_level or "INFO", args.log_format)
     try:
         return args.func(args)
     except CoralError as exc:

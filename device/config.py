@@ -193,6 +193,17 @@ class StateConfig(_Section):
         return Path.home() / ".local" / "state" / "coral-classifier"
 
 
+class MetricsConfig(_Section):
+    port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (0 = off).")
+    address: str = Field("0.0.0.0", description="Address the metrics endpoint listens on.")
+
+
+class HomeAssistantConfig(_Section):
+    enabled: bool = Field(False, description="Publish Home Assistant MQTT discovery.")
+    discovery_prefix: str = Field("homeassistant", min_length=1,
+                                  description="Home Assistant's discovery prefix.")
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
 
@@ -205,6 +216,8 @@ class Config(_Section):
     mqtt: MqttConfig = MqttConfig()
     decision: DecisionConfig = DecisionConfig()
     state: StateConfig = StateConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     log: LogConfig = LogConfig()
 
 

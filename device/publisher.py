@@ -92,6 +92,7 @@ class MqttPublisher:
         self.on_command = on_command
         self.connected = threading.Event()
         self.on_connected: list[Callable[[], None]] = []
+        self.subscriptions: dict[str, Callable[[bytes], None]] = {}  # exact topic -> handler
         self.on_puback: Callable[[int], None] | None = None
         self.reconnects = 0
         self.errors = 0
@@ -145,6 +146,8 @@ class MqttPublisher:
         # Subscriptions are renewed on every connect: a clean session forgets them.
         if self.on_command is not None and self.cfg.commands:
             client.subscribe(self.topics.cmd + "+", qos=1)
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=1)
         client.publish(self.topics.availability, "online", qos=1, retain=True)
         self.connected.set()
         self.reconnects += 1
@@ -168,6 +171,10 @@ class MqttPublisher:
             log.warning("MQTT disconnected (%s); reconnecting", reason_code)
 
     def _on_message(self, client, userdata, msg) -> None:
+        handler = self.subscriptions.get(msg.topic)
+        if handler is not None:
+            handler(bytes(msg.payload))
+            return
         name = msg.topic[len(self.topics.cmd):]
         if not msg.topic.startswith(self.topics.cmd) or "/" in name or self.on_command is None:
             return

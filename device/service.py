@@ -86,6 +86,20 @@ class Daemon:
         self.publisher.on_connected += [self.sender.reconnected, self.publish_counts]
         self.publisher.on_puback = self.sender.on_puback
         self.sender.start()
+        self.metrics = None
+        if self.cfg.metrics.port:
+            from device.observability import Metrics
+
+            self.metrics = Metrics(self, self.cfg.metrics.port, self.cfg.metrics.address)
+        ha = self.cfg.homeassistant
+        if ha.enabled:
+            from device.observability import publish_discovery
+
+            announce = lambda: publish_discovery(self, ha.discovery_prefix)  # noqa: E731
+            self.publisher.on_connected.append(announce)
+            # Home Assistant forgets nothing retained, but re-announce when it restarts
+            self.publisher.subscriptions[f"{ha.discovery_prefix}/status"] = \
+                lambda payload: announce() if payload.strip() == b"online" else None
         self.publisher.start()
 
     # -- model reload (SIGHUP or cmd/reload) ---------------------------------------------
@@ -242,6 +256,8 @@ class Daemon:
                 self.published += 1
                 last_result = now
             t_done = perf()
+            if self.metrics is not None:
+                self.metrics.inference.observe(c.inference_ms / 1e3)
             self.times.add(frame.capture_ms, c.preprocess_ms, c.inference_ms, c.postprocess_ms,
                            (t_done - t_pub) * 1e3,
                            (t_done - frame.t_captured) * 1e3 + frame.capture_ms)
@@ -262,6 +278,8 @@ class Daemon:
             self.publisher.close("stopped")
         finally:
             self.sender.join(5)
+            if self.metrics is not None:
+                self.metrics.close()
             self.outbox.close()
             self.source.close()
             self.classifier.close()

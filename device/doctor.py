@@ -1,0 +1,328 @@
+"""`coral-classifier doctor`: what is wrong with this setup, and how to fix it.
+
+Most Coral projects fail on setup, not code: runtime wheels missing for the Pi's Python,
+libedgetpu not matching the runtime, no udev rule, the service user outside the camera's
+group, picamera2 invisible inside a venv, a model compiled for a newer runtime. Each check
+here says ✔, ! (works, but look) or ✘ (blocks running) and, for each problem, the fix.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import grp
+import importlib
+import importlib.metadata
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from device.config import Config
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+MARK = {OK: "✔", WARN: "!", FAIL: "✘"}
+USB_IDS = {("1a6e", "089a"): "Coral USB Accelerator (before firmware load)",
+           ("18d1", "9302"): "Coral USB Accelerator"}
+# edgetpu_compiler major version -> the minimum Edge TPU runtime its models need
+COMPILER_RUNTIME = {16: 14, 15: 13, 14: 13, 2: 10}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_python() -> Check:
+    v = sys.version_info
+    if v >= (3, 11):
+        return Check("python", OK, f"Python {v.major}.{v.minor}.{v.micro}")
+    return Check("python", FAIL, f"Python {v.major}.{v.minor}",
+                 "use Python 3.11 or newer (Raspberry Pi OS Bookworm ships 3.11)")
+
+
+def check_runtimes(needs_tpu: bool) -> list[Check]:
+    out = []
+    found = {}
+    for module, dist in (("pycoral", "pycoral"), ("tflite_runtime", "tflite-runtime"),
+                         ("ai_edge_litert", "ai-edge-litert")):
+        try:
+            importlib.import_module(module)
+            found[module] = _version(dist) or "installed"
+        except Exception as exc:  # a broken wheel raises anything, not only ImportError
+            if _version(dist):
+                out.append(Check(f"runtime {module}", FAIL, f"installed but fails to import: "
+                                 f"{exc}", f"reinstall {dist} for this Python"))
+    if found:
+        out.append(Check("TFLite runtimes", OK, ", ".join(f"{k} {v}" for k, v in found.items())))
+    else:
+        out.append(Check("TFLite runtimes", FAIL, "none importable",
+                         "pip install ai-edge-litert (in the daemon's venv)"))
+    if "pycoral" not in found and needs_tpu:
+        out.append(Check("pycoral", WARN, "not installed: the Edge TPU is used through "
+                         "ai-edge-litert/tflite-runtime with libedgetpu's delegate",
+                         "optional: sudo apt-get install python3-pycoral (Coral's apt repo; "
+                         "the PyPI package named pycoral is unrelated)"))
+    import numpy
+
+    tfr = _version("tflite-runtime")
+    if tfr and tfr.startswith("2.14") and int(numpy.__version__.split(".")[0]) >= 2:
+        out.append(Check("numpy", FAIL, f"numpy {numpy.__version__} with tflite-runtime {tfr}: "
+                         "its Interpreter fails with numpy 2",
+                         "pip install 'numpy<2', or use ai-edge-litert instead"))
+    else:
+        out.append(Check("numpy", OK, f"numpy {numpy.__version__}"))
+    return out
+
+
+def check_libedgetpu(needs_tpu: bool) -> Check:
+    try:
+        ctypes.CDLL("libedgetpu.so.1")
+    except OSError:
+        return Check("libedgetpu", FAIL if needs_tpu else WARN, "libedgetpu.so.1 not found",
+                     "add Coral's apt repository, then sudo apt-get install libedgetpu1-std "
+                     "(or -max for the faster clock)")
+    version = ""
+    if shutil.which("dpkg-query"):
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Version}",
+                            "libedgetpu1-std", "libedgetpu1-max"], capture_output=True, text=True)
+        version = r.stdout.strip()
+    return Check("libedgetpu", OK, f"libedgetpu.so.1 loads {version}".strip())
+
+
+def check_devices(needs_tpu: bool, sys_root: Path = Path("/")) -> Check:
+    found = []
+    usb = sys_root / "sys" / "bus" / "usb" / "devices"
+    for dev in usb.glob("*") if usb.is_dir() else []:
+        try:
+            ids = ((dev / "idVendor").read_text().strip(), (dev / "idProduct").read_text().strip())
+        except OSError:
+            continue
+        if ids in USB_IDS:
+            found.append(f"{USB_IDS[ids]} {':'.join(ids)} at {dev.name}")
+    if (sys_root / "dev" / "apex_0").exists():
+        found.append("PCIe/M.2 Coral /dev/apex_0")
+    if found:
+        return Check("Edge TPU devices", OK, "; ".join(found))
+    return Check("Edge TPU devices", FAIL if needs_tpu else WARN, "none found",
+                 "plug the USB accelerator into a USB 3 port, or for the M.2/PCIe card install "
+                 "gasket-dkms and reboot; `lsusb` should show 1a6e:089a or 18d1:9302")
+
+
+def check_udev(sys_root: Path = Path("/")) -> Check:
+    for d in ("etc/udev/rules.d", "lib/udev/rules.d", "usr/lib/udev/rules.d"):
+        for f in (sys_root / d).glob("*.rules") if (sys_root / d).is_dir() else []:
+            try:
+                text = f.read_text(errors="replace")
+            except OSError:
+                continue
+            if "1a6e" in text and "18d1" in text:
+                return Check("udev rule", OK, str(f))
+    return Check("udev rule", WARN, "no rule for the Coral USB IDs 1a6e:089a / 18d1:9302",
+                 "sudo cp systemd/99-coral-edgetpu.rules /etc/udev/rules.d/ && sudo udevadm "
+                 "control --reload-rules (make install-device does this)")
+
+
+def check_groups(user: str) -> Check:
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return Check("groups", WARN, f"user {user} does not exist",
+                     "sudo make install-device creates the service user")
+    names = {g.gr_name for g in grp.getgrall() if user in g.gr_mem}
+    names.add(grp.getgrgid(entry.pw_gid).gr_name)
+    wanted = [g for g in ("video", "plugdev", "apex") if _group_exists(g)]
+    missing = [g for g in wanted if g not in names]
+    if user == "root" or not missing:
+        return Check("groups", OK, f"{user}: {', '.join(sorted(names & set(wanted))) or 'root'}")
+    return Check("groups", WARN, f"{user} is not in {', '.join(missing)}",
+                 f"sudo usermod -a -G {','.join(missing)} {user} (then log in again)")
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def check_cameras(cfg: Config | None) -> list[Check]:
+    out = []
+    cam = cfg.camera.type if cfg else ""  # without a config nothing is required yet
+    try:
+        importlib.import_module("picamera2")
+        out.append(Check("picamera2", OK, "importable"))
+    except Exception as exc:
+        status = FAIL if cam == "picamera2" else WARN
+        out.append(Check("picamera2", status, f"not importable ({exc})",
+                         "sudo apt install python3-picamera2, and create the venv with "
+                         "--system-site-packages so libcamera is visible ('No module named "
+                         "libcamera' means it is not)"))
+    videos = sorted(str(p) for p in Path("/dev").glob("video*"))
+    needs = cam == "opencv" and (cfg.camera.source or "0").isdigit() if cfg else False
+    out.append(Check("video devices", OK if videos else (FAIL if needs else WARN),
+                     ", ".join(videos) or "no /dev/video*",
+                     "" if videos else "connect a camera (and enable it in raspi-config)"))
+    return out
+
+
+def check_broker(cfg: Config) -> Check:
+    from device.publisher import diagnose_connection
+
+    m = cfg.mqtt
+    where = f"{m.host}:{m.port}{' (TLS)' if m.tls else ''}"
+    problem = diagnose_connection(m, timeout=3)
+    if problem:
+        return Check("broker", FAIL, problem, "check mqtt.host, mqtt.port and the TLS settings")
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    done = threading.Event()
+    result: dict = {}
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        result["rc"] = reason_code
+        done.set()
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"doctor-{os.getpid()}")
+    if m.username:
+        c.username_pw_set(m.username, m.password())
+    if m.tls:
+        c.tls_set(ca_certs=m.ca_file or None, certfile=m.cert_file or None,
+                  keyfile=m.key_file or None)
+        c.tls_insecure_set(m.tls_insecure)
+    c.on_connect = on_connect
+    try:
+        c.connect(m.host, m.port, 10)
+        c.loop_start()
+        done.wait(5)
+    except OSError as exc:
+        return Check("broker", FAIL, f"{where}: {exc}", "check the broker address")
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    rc = result.get("rc")
+    if rc is None:
+        return Check("broker", FAIL, f"{where}: no answer to CONNECT", "is it an MQTT broker?")
+    if rc.is_failure:
+        return Check("broker", FAIL, f"{where}: refused ({rc})",
+                     "check mqtt.username and the password file, and the broker's ACL")
+    return Check("broker", OK, f"{where} accepts {m.username or 'anonymous'}")
+
+
+def check_model(cfg: Config, installed_runtime: int | None = None) -> list[Check]:
+    from device.bundle import load_bundle
+    from device.errors import CoralError
+    from device.inference import create_classifier
+
+    try:
+        bundle = load_bundle(cfg.model.path, cfg.model.labels or None)
+    except CoralError as exc:
+        return [Check("model", FAIL, str(exc), "deploy a bundle (make deploy) or fix model.path")]
+    out = [Check("model", OK, f"{bundle.name} v{bundle.version}, sha256s verified")]
+    compiled = bundle.tpu_model is not None
+    needs_tpu = cfg.model.backend == "edgetpu" or (cfg.model.backend == "auto"
+                                                   and not cfg.model.allow_cpu_fallback)
+    out.append(Check("model for the Edge TPU", OK if compiled else (FAIL if needs_tpu else WARN),
+                     "compiled (_edgetpu.tflite present)" if compiled else "not compiled",
+                     "" if compiled else f"coral-train compile {bundle.root}"))
+    compiler = bundle.manifest.get("edgetpu", {}).get("compiler_version", "")
+    if compiler and compiler.split(".")[0].isdigit():
+        need = COMPILER_RUNTIME.get(int(compiler.split(".")[0]))
+        if need and installed_runtime is not None and installed_runtime < need:
+            out.append(Check("runtime version", FAIL, f"the model needs Edge TPU runtime {need}"
+                             f" (compiler {compiler}); installed: {installed_runtime}",
+                             "sudo apt-get install --only-upgrade libedgetpu1-std"))
+        elif need:
+            out.append(Check("runtime version", OK, f"needs runtime {need} (compiler {compiler})"))
+    try:
+        clf = create_classifier(bundle, "cpu")
+        clf.close()
+        out.append(Check("labels vs outputs", OK, f"{len(bundle.labels)} labels = outputs"))
+    except CoralError as exc:
+        out.append(Check("labels vs outputs", FAIL, str(exc), "use the bundle's own labels"))
+    return out
+
+
+def check_disk(cfg: Config) -> Check:
+    path = cfg.state.resolved_dir()
+    probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("/"))
+    free = shutil.disk_usage(probe).free
+    need = 2 * cfg.state.outbox_max_bytes
+    if free < need:
+        return Check("disk", FAIL, f"{free >> 20} MB free at {probe}; the outbox may need "
+                     f"{need >> 20} MB", "free space, or lower state.outbox_max_bytes")
+    writable = os.access(probe, os.W_OK)
+    return Check("disk", OK if writable else WARN, f"{free >> 20} MB free at {probe}"
+                 + ("" if writable else " (not writable by this user)"),
+                 "" if writable else f"make {path} writable by the service user")
+
+
+def check_service() -> Check:
+    if not shutil.which("systemctl") or not Path("/run/systemd/system").is_dir():
+        return Check("service", WARN, "systemd is not running here",
+                     "on the Pi: sudo make install-device")
+    r = subprocess.run(["systemctl", "is-active", "coral-classifier"], capture_output=True,
+                       text=True)
+    state = r.stdout.strip() or "not installed"
+    return Check("service", OK if state == "active" else WARN, f"coral-classifier: {state}",
+                 "" if state == "active" else "sudo systemctl enable --now coral-classifier; "
+                 "journalctl -u coral-classifier for why it stopped")
+
+
+def run_checks(cfg: Config | None) -> list[Check]:
+    needs_tpu = bool(cfg) and (cfg.model.backend == "edgetpu" or (
+        cfg.model.backend == "auto" and not cfg.model.allow_cpu_fallback))
+    checks = [check_python(), *check_runtimes(needs_tpu), check_libedgetpu(needs_tpu),
+              check_devices(needs_tpu), check_udev(),
+              check_groups(_service_user()), *check_cameras(cfg)]
+    if cfg is not None:
+        checks += [check_broker(cfg), *check_model(cfg, _installed_runtime()), check_disk(cfg)]
+    checks.append(check_service())
+    return checks
+
+
+def _service_user() -> str:
+    try:
+        pwd.getpwnam("coral-classifier")
+        return "coral-classifier"
+    except KeyError:
+        return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _installed_runtime() -> int | None:
+    try:
+        from pycoral.utils import edgetpu  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    text = edgetpu.get_runtime_version()  # "BuildLabel(...), RuntimeVersion(14)"
+    digits = text.rsplit("RuntimeVersion(", 1)[-1].split(")")[0]
+    return int(digits) if digits.isdigit() else None
+
+
+def report(checks: list[Check], as_json: bool) -> tuple[str, int]:
+    failed = any(c.status == FAIL for c in checks)
+    if as_json:
+        return json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]}), int(failed)
+    lines = []
+    for c in checks:
+        lines.append(f"{MARK[c.status]} {c.name}: {c.detail}")
+        if c.fix and c.status != OK:
+            lines.append(f"    fix: {c.fix}")
+    lines.append("blocking problems found" if failed else "nothing blocks running")
+    return "\n".join(lines), int(failed)
