@@ -77,7 +77,8 @@ def test_metrics_and_home_assistant_discovery(tmp_path, broker, daemon_factory):
         assert f"homeassistant/sensor/{node}/last_event/config" in topics
         assert f"homeassistant/sensor/{node}/count_note_5/config" in topics
         assert f"homeassistant/sensor/{node}/count_empty/config" not in topics  # background
-        cfg_count = json.loads(next(p for t, p, _ in rec.messages if t.endswith("count_note_5/config")))
+        cfg_count = json.loads(next(p for t, p, _ in rec.messages
+                                    if t.endswith("count_note_5/config")))
         assert cfg_count["state_topic"] == "coral-classifier/obs-1/counts"
         assert cfg_count["device"]["identifiers"] == [node]
         n = len(rec.messages)
