@@ -25,6 +25,8 @@ class Frame:
     seq: int
     capture_ms: float
     t_captured: float = 0.0  # time.perf_counter() when the frame was ready (for latency)
+    prepared: np.ndarray | None = None  # resized for the model by the capture thread
+    prepare_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.t_captured:

@@ -89,16 +89,28 @@ class TFLiteClassifier:
         self.swap_rb = bool(spec and spec.colour_order == "BGR")
         self._resized = np.empty((self.height, self.width, 3), np.uint8)
 
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        """A frame resized for this model (a new array): the capture thread calls this, so
+        the resize overlaps the previous frame's inference."""
+        out = processing.resize(rgb, self.width, self.height, self.resize_policy)
+        if out is rgb:
+            out = rgb.copy()
+        return out[..., ::-1] if self.swap_rb else out
+
     def _input_view(self) -> np.ndarray:
         # tensor() returns a view valid until the next allocate/invoke; fetch per frame.
         return self.interpreter.tensor(self._input_index)()[0]
 
-    def classify(self, rgb: np.ndarray) -> Classification:
+    def classify(self, rgb: np.ndarray, prepared: bool = False) -> Classification:
+        """Rank the classes of one RGB frame (any size; `prepared` when from prepare())."""
         t0 = time.perf_counter()
-        resized = processing.resize(rgb, self.width, self.height, self.resize_policy,
-                                    out=self._resized)
-        if self.swap_rb:
-            resized = resized[..., ::-1]
+        if prepared:
+            resized = rgb
+        else:
+            resized = processing.resize(rgb, self.width, self.height, self.resize_policy,
+                                        out=self._resized)
+            if self.swap_rb:
+                resized = resized[..., ::-1]
         processing.quantize_input(resized, self.input_dtype, out=self._input_view())
         t1 = time.perf_counter()
         self.interpreter.invoke()

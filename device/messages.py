@@ -27,6 +27,7 @@ class Result:
     classification: Classification
     capture_ms: float
     total_ms: float
+    prepare_ms: float = 0.0  # the resize done in the capture thread
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def result_payload(result: Result, model: dict[str, str], backend: str) -> dict[
         "backend": backend,
         "latency_ms": {
             "capture": round(result.capture_ms, 3),
-            "preprocess": round(c.preprocess_ms, 3),
+            "preprocess": round(result.prepare_ms + c.preprocess_ms, 3),
             "inference": round(c.inference_ms, 3),
             "postprocess": round(c.postprocess_ms, 3),
             "total": round(result.total_ms, 3),

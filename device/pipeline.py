@@ -7,9 +7,12 @@ recorded sequence must be classified frame by frame.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -62,8 +65,10 @@ class FrameBuffer:
 class CaptureThread(threading.Thread):
     """Reads the source until stopped; errors travel through the buffer as values."""
 
-    def __init__(self, source, buffer: FrameBuffer, stop: threading.Event):
+    def __init__(self, source, buffer: FrameBuffer, stop: threading.Event,
+                 prepare: Callable[[np.ndarray], np.ndarray] | None = None):
         super().__init__(name="capture", daemon=True)
+        self.prepare = prepare
         self.source = source
         self.buffer = buffer
         self.stop_event = stop
@@ -85,6 +90,11 @@ class CaptureThread(threading.Thread):
             if frame is None:
                 self.buffer.put(END)
                 return
+            if self.prepare is not None:
+                t0 = time.perf_counter()
+                prepared = self.prepare(frame.image)
+                frame = dataclasses.replace(frame, prepared=prepared,
+                                            prepare_ms=(time.perf_counter() - t0) * 1e3)
             self.buffer.put(frame)
 
 

@@ -186,7 +186,9 @@ class Daemon:
         """Run until stopped; returns the process exit code."""
         self.state = "running"
         self.buffer = FrameBuffer(size=2, drop_oldest=getattr(self.source, "live", True))
-        capture = CaptureThread(self.source, self.buffer, self.stop_event)
+        # the resize runs in the capture thread; through self so a reload takes effect
+        capture = CaptureThread(self.source, self.buffer, self.stop_event,
+                                prepare=lambda image: self.classifier.prepare(image))
         capture.start()
         self.notifier.ready(f"classifying with {self.bundle.name} on {self.classifier.backend}")
         self.publisher.wait_connected(2.0)  # a head start; we run without the broker too
@@ -234,7 +236,10 @@ class Daemon:
             if self.paused.is_set():
                 continue
             try:
-                c = self.classifier.classify(frame.image)
+                clf = self.classifier
+                fresh = frame.prepared is not None and frame.prepared.shape[:2] == (
+                    clf.height, clf.width)  # prepared before a reload to another size: redo
+                c = clf.classify(frame.prepared if fresh else frame.image, prepared=fresh)
                 inference_failures = 0
             except (RuntimeError, ValueError) as exc:
                 inference_failures += 1
@@ -250,7 +255,8 @@ class Daemon:
                     self.emit(event)
             elif not min_gap or now - last_result >= min_gap:
                 total = frame.capture_ms + (t_pub - frame.t_captured) * 1e3
-                result = messages.Result(frame.seq, frame.ts, c, frame.capture_ms, total)
+                result = messages.Result(frame.seq, frame.ts, c, frame.capture_ms, total,
+                                         frame.prepare_ms)
                 self.publisher.publish(result_topic, messages.result_payload(
                     result, self.model_info, self.classifier.backend), qos=qos)
                 self.published += 1
@@ -258,7 +264,8 @@ class Daemon:
             t_done = perf()
             if self.metrics is not None:
                 self.metrics.inference.observe(c.inference_ms / 1e3)
-            self.times.add(frame.capture_ms, c.preprocess_ms, c.inference_ms, c.postprocess_ms,
+            self.times.add(frame.capture_ms, frame.prepare_ms + c.preprocess_ms, c.inference_ms,
+                           c.postprocess_ms,
                            (t_done - t_pub) * 1e3,
                            (t_done - frame.t_captured) * 1e3 + frame.capture_ms)
             self._update_fps(now)
