@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from device import __version__
-from device.errors import CoralError
+from device.errors import run_command
 
 log = logging.getLogger("device")
 
@@ -159,13 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level or "INFO", args.log_format)
-    try:
-        return args.func(args)
-    except CoralError as exc:
-        log.error("%s", exc)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return run_command(args.func, args, log)
 
 
 if __name__ == "__main__":

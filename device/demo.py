@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("device.demo")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _wait_port(port: int, timeout: float = 10) -> None:
+def wait_port(port: int, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -45,12 +45,12 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen, int]:
     if not Path(exe).exists():
         raise SystemExit("mosquitto is not installed: `sudo apt-get install mosquitto` "
                          "(make demo does this for you)")
-    port = _free_port()
+    port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=(workdir / "mosquitto.log").open("w"))
-    _wait_port(port)
+    wait_port(port)
     return proc, port
 
 

@@ -1,5 +1,8 @@
 """Errors the user can act on; the CLI prints their message, never a traceback."""
 
+import logging
+from collections.abc import Callable
+
 
 class CoralError(Exception):
     """A problem with an actionable message. `exit_code` is what the CLI exits with."""
@@ -29,3 +32,14 @@ class CameraError(CoralError):
     """The frame source cannot be opened or read."""
 
     exit_code = 5
+
+
+def run_command(func: Callable[..., int], args, log: logging.Logger) -> int:
+    """Run a CLI command: a CoralError becomes its message and exit code, Ctrl-C 130."""
+    try:
+        return func(args)
+    except CoralError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from device.errors import CoralError
+from device.errors import run_command
 
 log = logging.getLogger("host_training")
 
@@ -200,13 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except CoralError as exc:
-        log.error("%s", exc)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return run_command(args.func, args, log)
 
 
 if __name__ == "__main__":
