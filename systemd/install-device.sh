@@ -42,7 +42,7 @@ install_device() {
     install -d -m 0750 "$DESTDIR$ETC" "$DESTDIR$STATE" "$DESTDIR$STATE/models"
     if [ ! -e "$DESTDIR$ETC/config.toml" ]; then
         sed -e 's|^type = "replay".*|type = "picamera2"      # picamera2 \| opencv \| replay|' \
-            -e 's|^source = "tests/data/replay".*|source = ""|' \
+            -e 's|^source = ".demo/replay".*|source = ""|' \
             -e "s|^path = \"compiled_models/demo-notes\".*|path = \"$STATE/models/current\"  # make deploy switches this link|" \
             -e "s|^dir = \"\" .*|dir = \"$STATE\"|" \
             "$SRC/device/example.toml" > "$DESTDIR$ETC/config.toml"
