@@ -120,3 +120,46 @@ class StageTimes:
         return {s: {f"p{p}": round(float(pct[j, i]), 3) for j, p in enumerate(q)}
                 for i, s in enumerate(self.STAGES)}
 
+
+
+class PublishThread(threading.Thread):
+    """Serialises and publishes results off the frame loop: JSON and paho's packet work
+    overlap the next inference. A small bounded queue; when the broker path falls behind,
+    the oldest unsent result is dropped (results are a stream; events use the outbox)."""
+
+    def __init__(self, send: Callable[[object], None], size: int = 8):
+        super().__init__(name="publish", daemon=True)
+        self.send = send
+        self.items: deque = deque()
+        self.size = size
+        self.dropped = 0
+        self.cond = threading.Condition()
+        self.stopping = False
+
+    def put(self, item) -> None:
+        with self.cond:
+            if len(self.items) >= self.size:
+                self.items.popleft()
+                self.dropped += 1
+            self.items.append(item)
+            self.cond.notify()
+
+    def run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.items and not self.stopping:
+                    self.cond.wait()
+                if not self.items:
+                    return
+                item = self.items.popleft()
+            try:
+                self.send(item)
+            except Exception:  # a bad result must not stop the stream
+                log.exception("publishing a result failed")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Flush what is queued, then end."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        self.join(timeout)

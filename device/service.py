@@ -25,7 +25,7 @@ from device.events import EventSender
 from device.inference import create_classifier
 from device.notify import Notifier
 from device.outbox import Outbox
-from device.pipeline import END, CaptureThread, FrameBuffer, StageTimes
+from device.pipeline import END, CaptureThread, FrameBuffer, PublishThread, StageTimes
 from device.publisher import MqttPublisher
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class Daemon:
         self.times = StageTimes()
         self.buffer: FrameBuffer | None = None
         self.last_frame: Frame | None = None
+        self.results = PublishThread(self._send_result)
 
     # -- setup ---------------------------------------------------------------------------
     def _load_classifier(self):
@@ -65,6 +66,9 @@ class Daemon:
         return bundle, clf
 
     def setup(self) -> None:
+        # OpenCV's thread pool would split each small resize across cores and spin against
+        # the interpreter's threads: measured, one thread costs ~1.3 ms less CPU per frame.
+        cv2.setNumThreads(1)
         self.bundle, self.classifier = self._load_classifier()
         self.model_info = messages.model_info(self.classifier.bundle)
         log.info("model %s v%s (sha256 %s…) on %s via %s", self.bundle.name, self.bundle.version,
@@ -175,6 +179,12 @@ class Daemon:
         self.sender.notify()
         self.publish_counts()
 
+    def _send_result(self, item: tuple[messages.Result, dict[str, str], str]) -> None:
+        result, model, backend = item
+        self.publisher.publish(self.topics.result,
+                               messages.result_payload(result, model, backend),
+                               qos=self.cfg.mqtt.qos)
+
     def _update_fps(self, now: float) -> None:
         t0, n0 = self._fps_window
         if now - t0 >= 1.0:
@@ -190,6 +200,7 @@ class Daemon:
         capture = CaptureThread(self.source, self.buffer, self.stop_event,
                                 prepare=lambda image: self.classifier.prepare(image))
         capture.start()
+        self.results.start()
         self.notifier.ready(f"classifying with {self.bundle.name} on {self.classifier.backend}")
         self.publisher.wait_connected(2.0)  # a head start; we run without the broker too
         self.publish_status()
@@ -199,6 +210,7 @@ class Daemon:
             self.stop_event.set()
             self.buffer.close()
             capture.join(5)
+            self.results.stop()  # flush queued results before announcing the stop
             self.shutdown()
 
     def _loop(self) -> int:
@@ -206,7 +218,7 @@ class Daemon:
         min_gap = 1.0 / self.cfg.mqtt.result_max_rate if self.cfg.mqtt.result_max_rate else 0.0
         last_result = 0.0
         camera_failures = inference_failures = 0
-        qos, result_topic, perf = self.cfg.mqtt.qos, self.topics.result, time.perf_counter
+        perf = time.perf_counter
         while not self.stop_event.is_set():
             if self.reload_event.is_set():
                 self.reload()
@@ -257,8 +269,7 @@ class Daemon:
                 total = frame.capture_ms + (t_pub - frame.t_captured) * 1e3
                 result = messages.Result(frame.seq, frame.ts, c, frame.capture_ms, total,
                                          frame.prepare_ms)
-                self.publisher.publish(result_topic, messages.result_payload(
-                    result, self.model_info, self.classifier.backend), qos=qos)
+                self.results.put((result, self.model_info, self.classifier.backend))
                 self.published += 1
                 last_result = now
             t_done = perf()
