@@ -18,7 +18,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     from host_training.report import summary_table
     from host_training.settings import make_settings
 
+    augment = {k: v for k, v in {
+        "rotation": a.rotation, "rot90": a.rot90, "zoom": a.zoom, "translate": a.translate,
+        "brightness": a.brightness, "contrast": a.contrast, "flip": a.flip}.items()
+        if v is not None}
     s = make_settings(
+        augment=augment or None,
         data=a.data, out=a.out, val_data=a.val_data, val_split=a.val_split,
         input_size=a.input_size, alpha=a.alpha, weights=a.weights, epochs=a.epochs,
         fine_tune_epochs=a.fine_tune_epochs,
@@ -158,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int,
                    help="early-stopping patience in epochs, on validation loss (default 5)")
     t.add_argument("--seed", type=int, help="random seed (default 42)")
+    g = t.add_argument_group("augmentation (defaults suit a note in a slot or in a hand)")
+    g.add_argument("--rotation", type=float, help="max rotation, fraction of a turn (0.08)")
+    g.add_argument("--rot90", action=argparse.BooleanOptionalAction, default=None,
+                   help="random quarter turns (on)")
+    g.add_argument("--zoom", type=float, help="max zoom in/out, fraction (0.3)")
+    g.add_argument("--translate", type=float, help="max shift, fraction of the size (0.15)")
+    g.add_argument("--brightness", type=float, help="max brightness change (0.25)")
+    g.add_argument("--contrast", type=float, help="max contrast change (0.3)")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips (off: a mirrored note never occurs)")
     t.add_argument("--no_compile", "--no-compile", dest="no_compile", action="store_true",
                    help="do not run edgetpu_compiler at the end")
     t.set_defaults(func=cmd_train)

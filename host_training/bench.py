@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import keras
 
-    from host_training import model as M
+    from host_training import model as M  # first: it quiets TensorFlow's import noise
     from host_training.dataset import load_dataset, stratified_sample
     from host_training.settings import make_settings
 

@@ -107,6 +107,6 @@ def make_settings(**kwargs) -> TrainSettings:
     try:
         return TrainSettings(**{k: v for k, v in kwargs.items() if v is not None})
     except ValidationError as err:
-        lines = [f"  --{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: "
+        lines = [f"  --{str(e['loc'][-1]).replace('_', '-')}: "
                  f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors()]
         raise ConfigError("invalid training settings:\n" + "\n".join(lines)) from None

@@ -156,3 +156,13 @@ def test_imagenet_weights_load_through_keras_home(tmp_path):
     assert m["training"]["settings"]["weights"] == "imagenet"
     # a frozen random base cannot separate the notes with a linear head; ImageNet's can
     assert m["metrics"]["float"]["accuracy"] >= 0.9, m["metrics"]["float"]
+
+
+def test_augmentation_is_configurable_from_the_cli(tmp_path):
+    r = run_cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--zoom", "1.5",
+                module="host_training")
+    assert r.returncode == 2 and "--zoom" in r.stderr  # validated like every setting
+    from host_training.settings import make_settings
+
+    s = make_settings(data=tmp_path, out=tmp_path / "o", augment={"flip": True, "rot90": False})
+    assert s.augment.flip and not s.augment.rot90 and s.augment.zoom == 0.3
