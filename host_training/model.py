@@ -43,7 +43,9 @@ class History:
 
 
 def build_model(n_classes: int, s: TrainSettings) -> Built:
+    # The same data and --seed give the same model: seeded RNGs and deterministic kernels.
     keras.utils.set_random_seed(s.seed)
+    tf.config.experimental.enable_op_determinism()
     shape = (s.input_size, s.input_size, 3)
     base = keras.applications.MobileNetV2(input_shape=shape, alpha=s.alpha, include_top=False,
                                           weights=None)

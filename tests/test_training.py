@@ -25,7 +25,7 @@ def tiny(tmp_path_factory):
     held = write_dataset(root / "held", per_class=12, seed=99)
     out = root / "compiled_models" / "tiny"
     r = run_cli("train", "--data", str(data), "--out", str(out), "--input-size", "64",
-                "--alpha", "0.35", "--weights", "none", "--fine-tune-epochs", "15",
+                "--alpha", "0.35", "--weights", "none", "--fine-tune-epochs", "30",
                 "--patience", "20", "--batch-size", "16", "--representative-count", "100",
                 "--version", "0.0.1", "--max-int8-drop", "15", module="host_training", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
