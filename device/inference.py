@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -84,7 +84,7 @@ class TFLiteClassifier:
                 f"{bundle.root}: manifest input {spec.width}x{spec.height} disagrees with "
                 f"the model's {self.width}x{self.height}: rebuild the bundle"
             )
-        self.bundle = bundle if bundle.labels else _with_labels(bundle, labels)
+        self.bundle = bundle if bundle.labels else replace(bundle, labels=labels)
         self.resize_policy = spec.resize if spec else "stretch"
         self.swap_rb = bool(spec and spec.colour_order == "BGR")
         self._resized = np.empty((self.height, self.width, 3), np.uint8)
@@ -122,20 +122,14 @@ class TFLiteClassifier:
         return Classification(ranked, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
 
     def scores(self, rgb: np.ndarray) -> np.ndarray:
-        """All dequantized scores for one frame (used by evaluation and self-tests)."""
+        """All dequantized scores for one frame (evaluation): classify() then read them."""
         self.classify(rgb)
         raw = self.interpreter.get_tensor(self._output_index)
-        return processing.dequantize(raw, self.out_scale, self.out_zero).copy()
+        return processing.dequantize(raw, self.out_scale, self.out_zero)
 
     def close(self) -> None:
         # Dropping the interpreter releases the delegate and with it the TPU.
         self.interpreter = None
-
-
-def _with_labels(bundle: Bundle, labels: tuple[str, ...]) -> Bundle:
-    from dataclasses import replace
-
-    return replace(bundle, labels=labels)
 
 
 # The registry: backend name -> function(bundle, options) -> (interpreter, runtime name).

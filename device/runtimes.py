@@ -101,11 +101,3 @@ def edgetpu_interpreter(model_path: str, device: str = ""):
         raise BackendError(f"no Edge TPU found ({exc}). " + _NO_TPU_HELP) from None
     return _open(module.Interpreter, model_path, experimental_delegates=[delegate]), name
 
-
-def list_edgetpus() -> list[dict]:
-    """Edge TPUs visible to pycoral, or [] when pycoral is not installed."""
-    try:
-        from pycoral.utils import edgetpu  # type: ignore[import-not-found]
-    except ImportError:
-        return []
-    return list(edgetpu.list_edge_tpus())
