@@ -124,34 +124,29 @@ class StageTimes:
 
 class PublishThread(threading.Thread):
     """Serialises and publishes results off the frame loop: JSON and paho's packet work
-    overlap the next inference. A small bounded queue; when the broker path falls behind,
-    the oldest unsent result is dropped (results are a stream; events use the outbox)."""
+    overlap the next inference. A small drop-oldest buffer: when the broker path falls
+    behind, the oldest unsent result goes (results are a stream; events use the outbox)."""
 
     def __init__(self, send: Callable[[object], None], size: int = 8):
         super().__init__(name="publish", daemon=True)
         self.send = send
-        self.items: deque = deque()
-        self.size = size
-        self.dropped = 0
-        self.cond = threading.Condition()
-        self.stopping = False
+        self.buffer = FrameBuffer(size=size, drop_oldest=True)
+        self.stopping = threading.Event()
+
+    @property
+    def dropped(self) -> int:
+        return self.buffer.dropped
 
     def put(self, item) -> None:
-        with self.cond:
-            if len(self.items) >= self.size:
-                self.items.popleft()
-                self.dropped += 1
-            self.items.append(item)
-            self.cond.notify()
+        self.buffer.put(item)
 
     def run(self) -> None:
         while True:
-            with self.cond:
-                while not self.items and not self.stopping:
-                    self.cond.wait()
-                if not self.items:
-                    return
-                item = self.items.popleft()
+            item = self.buffer.get(timeout=0.2)
+            if item is None:
+                if self.stopping.is_set():
+                    return  # stopped and drained
+                continue
             try:
                 self.send(item)
             except Exception:  # a bad result must not stop the stream
@@ -159,7 +154,5 @@ class PublishThread(threading.Thread):
 
     def stop(self, timeout: float = 5.0) -> None:
         """Flush what is queued, then end."""
-        with self.cond:
-            self.stopping = True
-            self.cond.notify()
+        self.stopping.set()
         self.join(timeout)
