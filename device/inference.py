@@ -47,8 +47,9 @@ class Classifier(Protocol):
 class TFLiteClassifier:
     """Classifies with any TFLite interpreter (CPU or Edge TPU delegate).
 
-    The input tensor is filled in place through a persistent view and the resize writes
-    into a preallocated buffer, so the per-frame path allocates almost nothing.
+    The input tensor is filled in place. The daemon resizes in its capture thread
+    (prepare(), one new array per frame) so the resize overlaps inference; a direct
+    classify() of an unprepared frame resizes into a preallocated buffer.
     """
 
     def __init__(self, interpreter, bundle: Bundle, backend: str, runtime: str,

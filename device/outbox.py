@@ -105,8 +105,9 @@ class Outbox:
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
         return int(n), int(size)
 
-    def fill(self) -> float:
-        n, size = self.depth()
+    def fill(self, depth: tuple[int, int] | None = None) -> float:
+        """Fraction of the bound in use; pass depth() when you already have it."""
+        n, size = depth if depth is not None else self.depth()
         return max(n / self.max_events, size / self.max_bytes)
 
     def counts(self) -> dict[str, int]:

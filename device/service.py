@@ -141,7 +141,7 @@ class Daemon:
     # -- status, counts, events ----------------------------------------------------------
     def status(self) -> messages.Status:
         pending, size = self.outbox.depth()
-        fill = self.outbox.fill()
+        fill = self.outbox.fill((pending, size))
         warning = f"outbox {fill:.0%} full ({pending} events unsent)" if fill >= OUTBOX_WARN \
             else ""
         return messages.Status(
