@@ -23,15 +23,17 @@ class Class:
 
 
 def resize(image: np.ndarray, width: int, height: int, policy: str = "stretch",
-           out: np.ndarray | None = None) -> np.ndarray:
+           out: np.ndarray | None = None, scratch: dict | None = None) -> np.ndarray:
     """Resize an HxWx3 uint8 image to (height, width) by the bundle's resize policy.
 
     ``stretch`` resizes the whole frame (what Coral's models expect), ``center_crop``
     crops the largest centred region of the target aspect first, ``letterbox`` pads with
-    black to keep the aspect. Shrinking halves with a Gaussian pyramid while the image is
-    at least twice the target, then finishes bilinearly: antialiased like area averaging
-    (no moiré on banknote print) at a quarter of its cost. ``out``, when given, is filled
-    in place.
+    black to keep the aspect. Shrinking averages 2x2 blocks while the image is at least
+    twice the target, then finishes bilinearly: antialiased like area averaging (no moiré
+    on banknote print; a mipmap, in graphics terms) at an eighth of INTER_AREA's cost and
+    half a Gaussian pyramid's. ``out``, when given, is filled in place; ``scratch``, a dict
+    the caller keeps, holds the halved images between calls so a steady stream of frames
+    allocates nothing.
     """
     h, w = image.shape[:2]
     if policy == "center_crop":
@@ -46,7 +48,7 @@ def resize(image: np.ndarray, width: int, height: int, policy: str = "stretch",
         canvas = out if out is not None else np.empty((height, width, 3), np.uint8)
         canvas[...] = 0
         x0, y0 = (width - nw) // 2, (height - nh) // 2
-        canvas[y0 : y0 + nh, x0 : x0 + nw] = _resize_raw(image, nw, nh)
+        canvas[y0 : y0 + nh, x0 : x0 + nw] = _resize_raw(image, nw, nh, None, scratch)
         return canvas
     elif policy != "stretch":
         raise ValueError(f"unknown resize policy {policy!r}: stretch, center_crop or letterbox")
@@ -55,15 +57,30 @@ def resize(image: np.ndarray, width: int, height: int, policy: str = "stretch",
             return image
         out[...] = image
         return out
-    return _resize_raw(image, width, height, out)
+    return _resize_raw(image, width, height, out, scratch)
 
 
-def _resize_raw(image: np.ndarray, width: int, height: int, out: np.ndarray | None = None):
+def halve(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Average 2x2 blocks (an odd last row or column is dropped). OpenCV's exact-2x area
+    path: about 70 µs for 640x480 RGB where pyrDown takes 240 µs."""
+    h, w = image.shape[:2]
+    return cv2.resize(image[: h - h % 2, : w - w % 2], (w // 2, h // 2), dst=out,
+                      interpolation=cv2.INTER_AREA)
+
+
+def _resize_raw(image: np.ndarray, width: int, height: int, out: np.ndarray | None = None,
+                scratch: dict | None = None):
     while image.shape[1] >= 2 * width and image.shape[0] >= 2 * height:
-        image = cv2.pyrDown(image)
+        shape = (image.shape[0] // 2, image.shape[1] // 2, *image.shape[2:])
+        buf = None
+        if scratch is not None:
+            buf = scratch.get(shape)
+            if buf is None:
+                buf = scratch[shape] = np.empty(shape, image.dtype)
+        image = halve(image, buf)
     if image.shape[:2] == (height, width):
         if out is None:
-            return image
+            return image.copy() if scratch is not None else image
         out[...] = image
         return out
     if out is not None:
@@ -84,7 +101,13 @@ def quantize_input(rgb: np.ndarray, dtype: np.dtype, out: np.ndarray | None = No
     dtype = np.dtype(dtype)
     if out is None:
         out = np.empty(rgb.shape, dtype)
-    if dtype == np.uint8:
+    if dtype == np.uint8 and rgb.dtype == np.uint8 and rgb.shape == out.shape \
+            and rgb.flags.c_contiguous and out.flags.c_contiguous:
+        # A plain memcpy that keeps the GIL (~10 µs for 224x224x3). numpy's copy lets the
+        # GIL go for big arrays, and getting it back can cost the frame loop up to the
+        # switch interval (5 ms) while another thread runs Python.
+        memoryview(out).cast("B")[:] = memoryview(rgb).cast("B")
+    elif dtype == np.uint8:
         np.copyto(out, rgb)
     elif dtype == np.int8:
         # uint8 -> int8 by flipping the top bit == subtracting 128, with no temporary.

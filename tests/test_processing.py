@@ -1,9 +1,10 @@
 """Pre/post-processing: numpy in, numpy out, no model."""
 
+import cv2
 import numpy as np
 import pytest
 
-from device.processing import dequantize, quantize_input, resize, top_k
+from device.processing import dequantize, halve, quantize_input, resize, top_k
 
 
 def gradient(h, w):
@@ -77,3 +78,46 @@ def test_top_k_orders_and_breaks_ties_by_id():
 def test_top_k_without_enough_labels_uses_ids():
     ranked = top_k(np.array([0.2, 0.8]), ("only",), 2)
     assert [c.label for c in ranked] == ["1", "only"]
+
+
+def test_halve_averages_2x2_blocks_and_drops_an_odd_edge():
+    img = np.zeros((5, 7, 3), np.uint8)
+    img[0:2, 0:2, 0] = [[0, 2], [4, 6]]
+    img[:, 6] = 255  # the odd last column is dropped, not smeared in
+    out = halve(img)
+    assert out.shape == (2, 3, 3) and out[0, 0, 0] == 3 and out[:, 2].max() == 0
+
+
+def test_resize_antialiases_one_pixel_stripes():
+    """Banknote print is full of fine lines: a decimating resize would turn 1-pixel stripes
+    into moiré; ours averages them to an even grey."""
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[:, ::2] = 255
+    out = resize(img, 224, 224)
+    assert abs(float(out.mean()) - 127.5) < 2 and float(out.std()) < 2
+    naive = cv2.resize(img, (224, 224), interpolation=cv2.INTER_NEAREST)
+    assert float(naive.std()) > 100  # what it would look like without
+
+
+def test_resize_with_scratch_reuses_its_buffers_and_gives_the_same_pixels():
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 255, (480, 640, 3), np.uint8) for _ in range(2))
+    scratch, out = {}, np.empty((224, 224, 3), np.uint8)
+    assert np.array_equal(resize(a, 224, 224, out=out, scratch=scratch), resize(a, 224, 224))
+    held = {k: id(v) for k, v in scratch.items()}
+    assert list(held) == [(240, 320, 3)]
+    assert np.array_equal(resize(b, 224, 224, out=out, scratch=scratch), resize(b, 224, 224))
+    assert {k: id(v) for k, v in scratch.items()} == held
+    # exactly half the target: the halved image itself is the answer, copied out
+    half = resize(a, 320, 240, scratch=scratch)
+    assert np.array_equal(half, halve(a)) and half is not scratch[(240, 320, 3)]
+
+
+def test_quantize_input_copies_contiguous_and_strided_frames_alike():
+    rgb = np.random.default_rng(0).integers(0, 255, (224, 224, 3), np.uint8)
+    tensor = np.zeros((1, 224, 224, 3), np.uint8)
+    assert quantize_input(rgb, np.uint8, out=tensor[0]) is not None
+    assert np.array_equal(tensor[0], rgb)
+    bgr_view = rgb[..., ::-1]  # a BGR model's view: not contiguous, numpy copies it
+    quantize_input(bgr_view, np.uint8, out=tensor[0])
+    assert np.array_equal(tensor[0], bgr_view)
