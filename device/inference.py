@@ -35,6 +35,41 @@ class Classification:
         return self.top_k[0] if self.top_k else None
 
 
+@dataclass(frozen=True)
+class Postprocess:
+    """Output tensor -> ranked classes for one model. Pure and bound to the model that
+    produced the output, so it can run on another thread, even across a reload."""
+
+    labels: tuple[str, ...]
+    scale: float
+    zero_point: int
+    k: int
+    min_score: float
+
+    def __call__(self, raw: np.ndarray) -> tuple[processing.Class, ...]:
+        scores = processing.dequantize(raw, self.scale, self.zero_point)
+        return processing.top_k(scores, self.labels, self.k, self.min_score)
+
+
+@dataclass(frozen=True)
+class Inference:
+    """One invoke: a copy of the raw output and the time it took, not yet ranked.
+
+    The daemon's inference thread stops here and hands this to the results thread, so
+    Python work (ranking, deciding, JSON) never delays the next invoke."""
+
+    raw: np.ndarray
+    preprocess_ms: float
+    inference_ms: float
+    postprocess: Postprocess
+
+    def classify(self) -> Classification:
+        t0 = time.perf_counter()
+        ranked = self.postprocess(self.raw)
+        return Classification(ranked, self.preprocess_ms, self.inference_ms,
+                              (time.perf_counter() - t0) * 1e3)
+
+
 class Classifier(Protocol):
     backend: str
     bundle: Bundle
@@ -48,8 +83,9 @@ class TFLiteClassifier:
     """Classifies with any TFLite interpreter (CPU or Edge TPU delegate).
 
     The input tensor is filled in place. The daemon resizes in its capture thread
-    (prepare(), one new array per frame) so the resize overlaps inference; a direct
-    classify() of an unprepared frame resizes into a preallocated buffer.
+    (prepare(), into pooled buffers) so the resize overlaps inference, and ranks the
+    output in its results thread (infer() here, Inference.classify() there); a direct
+    classify() does all of it at once, resizing into a preallocated buffer.
     """
 
     def __init__(self, interpreter, bundle: Bundle, backend: str, runtime: str,
@@ -86,47 +122,54 @@ class TFLiteClassifier:
                 f"the model's {self.width}x{self.height}: rebuild the bundle"
             )
         self.bundle = bundle if bundle.labels else replace(bundle, labels=labels)
+        self.postprocess = Postprocess(self.bundle.labels, float(self.out_scale),
+                                       int(self.out_zero), top_k, min_score)
         self.resize_policy = spec.resize if spec else "stretch"
         self.swap_rb = bool(spec and spec.colour_order == "BGR")
         self._resized = np.empty((self.height, self.width, 3), np.uint8)
+        self._scratch: dict = {}  # infer()'s own halving buffers (like the interpreter,
+        # a classifier is used by one thread at a time)
 
-    def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        """A frame resized for this model (a new array): the capture thread calls this, so
-        the resize overlaps the previous frame's inference."""
-        out = processing.resize(rgb, self.width, self.height, self.resize_policy)
-        if out is rgb:
-            out = rgb.copy()
+    def prepare(self, rgb: np.ndarray, out: np.ndarray | None = None,
+                scratch: dict | None = None) -> np.ndarray:
+        """A frame resized for this model, into `out` when given (the capture thread passes
+        a pooled buffer and its own scratch, so the resize overlaps the previous frame's
+        inference and allocates nothing)."""
+        if out is None:
+            out = np.empty((self.height, self.width, 3), np.uint8)
+        out = processing.resize(rgb, self.width, self.height, self.resize_policy, out=out,
+                                scratch=scratch)
         return out[..., ::-1] if self.swap_rb else out
 
     def _input_view(self) -> np.ndarray:
         # tensor() returns a view valid until the next allocate/invoke; fetch per frame.
         return self.interpreter.tensor(self._input_index)()[0]
 
-    def classify(self, rgb: np.ndarray, prepared: bool = False) -> Classification:
-        """Rank the classes of one RGB frame (any size; `prepared` when from prepare())."""
+    def infer(self, rgb: np.ndarray, prepared: bool = False) -> Inference:
+        """Invoke on one RGB frame (any size; `prepared` when from prepare()); the input
+        tensor is filled in place and `rgb` is not needed once this returns."""
         t0 = time.perf_counter()
         if prepared:
             resized = rgb
         else:
             resized = processing.resize(rgb, self.width, self.height, self.resize_policy,
-                                        out=self._resized)
+                                        out=self._resized, scratch=self._scratch)
             if self.swap_rb:
                 resized = resized[..., ::-1]
         processing.quantize_input(resized, self.input_dtype, out=self._input_view())
         t1 = time.perf_counter()
         self.interpreter.invoke()
         t2 = time.perf_counter()
-        raw = self.interpreter.get_tensor(self._output_index)
-        scores = processing.dequantize(raw, self.out_scale, self.out_zero)
-        ranked = processing.top_k(scores, self.bundle.labels, self.k, self.min_score)
-        t3 = time.perf_counter()
-        return Classification(ranked, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        raw = self.interpreter.get_tensor(self._output_index)  # a copy
+        return Inference(raw, (t1 - t0) * 1e3, (t2 - t1) * 1e3, self.postprocess)
+
+    def classify(self, rgb: np.ndarray, prepared: bool = False) -> Classification:
+        """Rank the classes of one RGB frame: infer() and rank at once."""
+        return self.infer(rgb, prepared).classify()
 
     def scores(self, rgb: np.ndarray) -> np.ndarray:
-        """All dequantized scores for one frame (evaluation): classify() then read them."""
-        self.classify(rgb)
-        raw = self.interpreter.get_tensor(self._output_index)
-        return processing.dequantize(raw, self.out_scale, self.out_zero)
+        """All dequantized scores for one frame (evaluation)."""
+        return processing.dequantize(self.infer(rgb).raw, self.out_scale, self.out_zero)
 
     def close(self) -> None:
         # Dropping the interpreter releases the delegate and with it the TPU.

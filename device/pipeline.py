@@ -26,7 +26,9 @@ END = object()  # the source has ended
 class FrameBuffer:
     """A bounded hand-off between the capture thread and the frame loop."""
 
-    def __init__(self, size: int = 2, drop_oldest: bool = True):
+    def __init__(self, size: int = 2, drop_oldest: bool = True,
+                 on_drop: Callable[[object], None] | None = None):
+        self.on_drop = on_drop
         self.items: deque = deque()
         self.size = size
         self.drop_oldest = drop_oldest
@@ -40,8 +42,10 @@ class FrameBuffer:
                 while len(self.items) >= self.size and not self.closed:
                     self.cond.wait(0.1)
             elif len(self.items) >= self.size:
-                self.items.popleft()
+                old = self.items.popleft()
                 self.dropped += 1
+                if self.on_drop is not None:
+                    self.on_drop(old)
             self.items.append(item)
             self.cond.notify_all()
 
@@ -62,17 +66,59 @@ class FrameBuffer:
             self.cond.notify_all()
 
 
+class BufferPool:
+    """Arrays for resized frames, reused: the capture thread takes one per frame and the
+    frame loop gives it back once it is copied into the input tensor (a dropped frame's
+    goes back too). A new array is made only while every one is in flight or after a
+    reload changed the size, so the steady state allocates nothing."""
+
+    def __init__(self, keep: int = 8):
+        self.free: deque[np.ndarray] = deque()  # append/pop are atomic: no lock needed
+        self.keep = keep
+        self.allocated = 0
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        while True:
+            try:
+                buf = self.free.pop()
+            except IndexError:
+                self.allocated += 1
+                return np.empty(shape, np.uint8)
+            if buf.shape == shape:
+                return buf  # else: a size from before a reload, let it go
+
+    def give(self, arr: np.ndarray | None) -> None:
+        while isinstance(arr, np.ndarray) and isinstance(arr.base, np.ndarray):
+            arr = arr.base  # a channel-swapped view: keep the buffer under it
+        if arr is not None and len(self.free) < self.keep:
+            self.free.append(arr)
+
+    def give_frame(self, item: object) -> None:
+        """FrameBuffer's on_drop: a dropped frame's buffer comes back."""
+        prepared = getattr(item, "prepared", None)
+        if prepared is not None:
+            self.give(prepared)
+
+
 class CaptureThread(threading.Thread):
-    """Reads the source until stopped; errors travel through the buffer as values."""
+    """Reads the source and resizes each frame for the model until stopped; errors travel
+    through the buffer as values.
+
+    `prepare(image, out, scratch)` resizes into `out`; `shape()` is the model's input
+    shape now (it changes on a reload)."""
 
     def __init__(self, source, buffer: FrameBuffer, stop: threading.Event,
-                 prepare: Callable[[np.ndarray], np.ndarray] | None = None):
+                 prepare: Callable[..., np.ndarray] | None = None,
+                 shape: Callable[[], tuple[int, ...]] | None = None,
+                 pool: BufferPool | None = None):
         super().__init__(name="capture", daemon=True)
         self.prepare = prepare
+        self.shape = shape
+        self.pool = pool or BufferPool()
+        self.scratch: dict = {}  # halved images, reused frame after frame
         self.source = source
         self.buffer = buffer
         self.stop_event = stop
-        self.paused = threading.Event()
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -92,7 +138,8 @@ class CaptureThread(threading.Thread):
                 return
             if self.prepare is not None:
                 t0 = time.perf_counter()
-                prepared = self.prepare(frame.image)
+                out = self.pool.take(self.shape()) if self.shape is not None else None
+                prepared = self.prepare(frame.image, out, self.scratch)
                 frame = dataclasses.replace(frame, prepared=prepared,
                                             prepare_ms=(time.perf_counter() - t0) * 1e3)
             self.buffer.put(frame)
@@ -112,24 +159,28 @@ class StageTimes:
         self.data[:, self.n % self.size] = values
         self.n += 1
 
-    def percentiles(self, q=(50, 95, 99)) -> dict[str, dict[str, float]]:
-        k = min(self.n, self.size)
-        if not k:
+    def percentiles(self, q=(50, 95, 99), since: int = 0) -> dict[str, dict[str, float]]:
+        """Per-stage percentiles over the frames from number `since` on (as many of
+        them as the ring still holds)."""
+        k = min(self.n - since, self.size)
+        if k <= 0:
             return {}
-        pct = np.percentile(self.data[:, :k], q, axis=1)
+        cols = np.arange(self.n - k, self.n) % self.size
+        pct = np.percentile(self.data[:, cols], q, axis=1)
         return {s: {f"p{p}": round(float(pct[j, i]), 3) for j, p in enumerate(q)}
                 for i, s in enumerate(self.STAGES)}
 
 
 
-class PublishThread(threading.Thread):
-    """Serialises and publishes results off the frame loop: JSON and paho's packet work
-    overlap the next inference. A small drop-oldest buffer: when the broker path falls
-    behind, the oldest unsent result goes (results are a stream; events use the outbox)."""
+class ResultThread(threading.Thread):
+    """Handles each inference off the frame loop: ranking, the decision, JSON and paho's
+    packet work all overlap the next invoke. A small drop-oldest buffer: when this thread
+    falls behind, the oldest unhandled frame goes (counted); events are never lost that
+    way, they are made here and stored in the outbox before anything is sent."""
 
-    def __init__(self, send: Callable[[object], None], size: int = 8):
-        super().__init__(name="publish", daemon=True)
-        self.send = send
+    def __init__(self, handle: Callable[[object], None], size: int = 8):
+        super().__init__(name="results", daemon=True)
+        self.handle = handle
         self.buffer = FrameBuffer(size=size, drop_oldest=True)
         self.stopping = threading.Event()
 
@@ -148,11 +199,11 @@ class PublishThread(threading.Thread):
                     return  # stopped and drained
                 continue
             try:
-                self.send(item)
+                self.handle(item)
             except Exception:  # a bad result must not stop the stream
-                log.exception("publishing a result failed")
+                log.exception("handling a result failed")
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Flush what is queued, then end."""
+        """Handle what is queued, then end."""
         self.stopping.set()
         self.join(timeout)

@@ -22,10 +22,10 @@ from device.config import Config
 from device.decision import Decider, DecisionRules, Event
 from device.errors import CameraError, CoralError, ModelError
 from device.events import EventSender
-from device.inference import create_classifier
+from device.inference import Inference, create_classifier
 from device.notify import Notifier
 from device.outbox import Outbox
-from device.pipeline import END, CaptureThread, FrameBuffer, PublishThread, StageTimes
+from device.pipeline import END, BufferPool, CaptureThread, FrameBuffer, ResultThread, StageTimes
 from device.publisher import MqttPublisher
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,11 @@ class Daemon:
         self.times = StageTimes()
         self.buffer: FrameBuffer | None = None
         self.last_frame: Frame | None = None
-        self.results = PublishThread(self._send_result)
+        self.results = ResultThread(self._handle_result)
+        rate = cfg.mqtt.result_max_rate
+        self._min_gap = 1.0 / rate if rate else 0.0
+        self.pool = BufferPool()
+        self._last_result = 0.0
 
     # -- setup ---------------------------------------------------------------------------
     def _load_classifier(self):
@@ -151,7 +155,7 @@ class Daemon:
             runtime=self.classifier.runtime, camera=self.source.name, fps=self.fps,
             uptime_s=time.monotonic() - self.started, frames=self.frames,
             results_published=self.published,
-            dropped_frames=self.buffer.dropped if self.buffer else 0,
+            dropped_frames=(self.buffer.dropped if self.buffer else 0) + self.results.dropped,
             errors={**self.errors, "publish": self.errors["publish"] + self.publisher.errors},
             last_error=self.last_error or self.publisher.last_error or warning,
             events=self.events, reconnects=max(0, self.publisher.reconnects - 1),
@@ -179,11 +183,30 @@ class Daemon:
         self.sender.notify()
         self.publish_counts()
 
-    def _send_result(self, item: tuple[messages.Result, dict[str, str], str]) -> None:
-        result, model, backend = item
-        self.publisher.publish(self.topics.result,
-                               messages.result_payload(result, model, backend),
-                               qos=self.cfg.mqtt.qos)
+    def _handle_result(self, item: tuple[Frame, Inference, dict[str, str], str]) -> None:
+        """The results thread: rank, decide or publish, and record where the time went."""
+        frame, inference, model, backend = item
+        c = inference.classify()
+        t_pub = time.perf_counter()
+        if self.decider is not None:
+            event = self.decider.update(c.top_k, frame.ts)
+            if event is not None:
+                self.emit(event)
+        elif not self._min_gap or t_pub - self._last_result >= self._min_gap:
+            total = frame.capture_ms + (t_pub - frame.t_captured) * 1e3
+            result = messages.Result(frame.seq, frame.ts, c, frame.capture_ms, total,
+                                     frame.prepare_ms)
+            self.publisher.publish(self.topics.result,
+                                   messages.result_payload(result, model, backend),
+                                   qos=self.cfg.mqtt.qos)
+            self.published += 1
+            self._last_result = t_pub
+        t_done = time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.inference.observe(c.inference_ms / 1e3)
+        self.times.add(frame.capture_ms, frame.prepare_ms + c.preprocess_ms, c.inference_ms,
+                       c.postprocess_ms, (t_done - t_pub) * 1e3,
+                       (t_done - frame.t_captured) * 1e3 + frame.capture_ms)
 
     def _update_fps(self, now: float) -> None:
         t0, n0 = self._fps_window
@@ -195,10 +218,13 @@ class Daemon:
     def run(self) -> int:
         """Run until stopped; returns the process exit code."""
         self.state = "running"
-        self.buffer = FrameBuffer(size=2, drop_oldest=getattr(self.source, "live", True))
-        # the resize runs in the capture thread; through self so a reload takes effect
-        capture = CaptureThread(self.source, self.buffer, self.stop_event,
-                                prepare=lambda image: self.classifier.prepare(image))
+        self.buffer = FrameBuffer(size=2, drop_oldest=getattr(self.source, "live", True),
+                                  on_drop=self.pool.give_frame)
+        # the resize runs in the capture thread, overlapping the previous frame's invoke
+        capture = CaptureThread(
+            self.source, self.buffer, self.stop_event,
+            prepare=self._prepare,
+            shape=lambda: (self.classifier.height, self.classifier.width, 3), pool=self.pool)
         capture.start()
         self.results.start()
         self.notifier.ready(f"classifying with {self.bundle.name} on {self.classifier.backend}")
@@ -213,12 +239,13 @@ class Daemon:
             self.results.stop()  # flush queued results before announcing the stop
             self.shutdown()
 
+    def _prepare(self, image, out, scratch):
+        return self.classifier.prepare(image, out, scratch)  # through self: reload-proof
+
     def _loop(self) -> int:
+        """The inference thread: frame in, invoke, hand over. Nothing else on this path."""
         next_status = time.monotonic() + self.cfg.mqtt.status_interval
-        min_gap = 1.0 / self.cfg.mqtt.result_max_rate if self.cfg.mqtt.result_max_rate else 0.0
-        last_result = 0.0
         camera_failures = inference_failures = 0
-        perf = time.perf_counter
         while not self.stop_event.is_set():
             if self.reload_event.is_set():
                 self.reload()
@@ -246,12 +273,13 @@ class Daemon:
             frame = self.last_frame = item
             self.notifier.watchdog()  # only here: frames really flow
             if self.paused.is_set():
+                self.pool.give(frame.prepared)
                 continue
             try:
                 clf = self.classifier
                 fresh = frame.prepared is not None and frame.prepared.shape[:2] == (
                     clf.height, clf.width)  # prepared before a reload to another size: redo
-                c = clf.classify(frame.prepared if fresh else frame.image, prepared=fresh)
+                inference = clf.infer(frame.prepared if fresh else frame.image, prepared=fresh)
                 inference_failures = 0
             except (RuntimeError, ValueError) as exc:
                 inference_failures += 1
@@ -259,26 +287,10 @@ class Daemon:
                 if inference_failures >= MAX_INFERENCE_FAILURES:
                     return 1
                 continue
+            finally:
+                self.pool.give(frame.prepared)  # copied into the input tensor (or stale)
             self.frames += 1
-            t_pub = perf()
-            if self.decider is not None:
-                event = self.decider.update(c.top_k, frame.ts)
-                if event is not None:
-                    self.emit(event)
-            elif not min_gap or now - last_result >= min_gap:
-                total = frame.capture_ms + (t_pub - frame.t_captured) * 1e3
-                result = messages.Result(frame.seq, frame.ts, c, frame.capture_ms, total,
-                                         frame.prepare_ms)
-                self.results.put((result, self.model_info, self.classifier.backend))
-                self.published += 1
-                last_result = now
-            t_done = perf()
-            if self.metrics is not None:
-                self.metrics.inference.observe(c.inference_ms / 1e3)
-            self.times.add(frame.capture_ms, frame.prepare_ms + c.preprocess_ms, c.inference_ms,
-                           c.postprocess_ms,
-                           (t_done - t_pub) * 1e3,
-                           (t_done - frame.t_captured) * 1e3 + frame.capture_ms)
+            self.results.put((frame, inference, self.model_info, clf.backend))
             self._update_fps(now)
         return 0
 
