@@ -174,9 +174,10 @@ class StageTimes:
 
 class ResultThread(threading.Thread):
     """Handles each inference off the frame loop: ranking, the decision, JSON and paho's
-    packet work all overlap the next invoke. A small drop-oldest buffer: when this thread
-    falls behind, the oldest unhandled frame goes (counted); events are never lost that
-    way, they are made here and stored in the outbox before anything is sent."""
+    packet work all overlap the next invoke. A small drop-oldest buffer for a live camera:
+    when this thread falls behind, the oldest unhandled frame goes (counted; events are
+    made here and stored in the outbox before anything is sent, so none is lost that way).
+    A replay sets `buffer.drop_oldest = False` and waits instead."""
 
     def __init__(self, handle: Callable[[object], None], size: int = 8):
         super().__init__(name="results", daemon=True)

@@ -218,8 +218,10 @@ class Daemon:
     def run(self) -> int:
         """Run until stopped; returns the process exit code."""
         self.state = "running"
-        self.buffer = FrameBuffer(size=2, drop_oldest=getattr(self.source, "live", True),
-                                  on_drop=self.pool.give_frame)
+        live = getattr(self.source, "live", True)
+        self.buffer = FrameBuffer(size=2, drop_oldest=live, on_drop=self.pool.give_frame)
+        # a replay is decided frame by frame: back-pressure instead of dropping results
+        self.results.buffer.drop_oldest = live
         # the resize runs in the capture thread, overlapping the previous frame's invoke
         capture = CaptureThread(
             self.source, self.buffer, self.stop_event,
