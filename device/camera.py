@@ -51,17 +51,19 @@ SOURCES = {
 }
 
 
-def create_frame_source(cfg: CameraConfig, model_size: tuple[int, int] | None = None):
+def create_frame_source(cfg: CameraConfig, model_size: tuple[int, int] | None = None,
+                        resize_policy: str = "stretch"):
     """Build the frame source named by cfg.type.
 
-    model_size (width, height) lets a camera that can scale in hardware deliver frames
-    at the model's input size, so the CPU never resizes.
+    model_size (width, height) and the bundle's resize policy let a camera that scales in
+    hardware deliver frames (nearly) at the model's input size with the same framing the
+    model was trained on, so the CPU does little or no resizing.
     """
     if cfg.type not in SOURCES:
         raise ValueError(f"unknown camera type {cfg.type!r}: choose one of {', '.join(SOURCES)}")
     module_name, cls_name = SOURCES[cfg.type].split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(cfg, model_size)
+    return cls(cfg, model_size, resize_policy)
 
 
 class Pacer:

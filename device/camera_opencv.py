@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 class OpenCVSource:
     live = True
-    def __init__(self, cfg: CameraConfig, model_size: tuple[int, int] | None = None):
+    def __init__(self, cfg: CameraConfig, model_size: tuple[int, int] | None = None,
+                 resize_policy: str = "stretch"):
         src = cfg.source or "0"
         self.target = int(src) if src.isdigit() else src
         self.name = f"opencv:{src}"

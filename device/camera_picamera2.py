@@ -1,13 +1,15 @@
 """Raspberry Pi camera through picamera2 (libcamera).
 
-The ISP scales the frame to the model's input size, so the CPU does no resize. Note
-picamera2's format names follow DRM fourcc: "RGB888" is B,G,R in memory and
-"BGR888" is R,G,B. We ask for "BGR888" by default and swap when "RGB888" is configured.
+The ISP does the heavy part of the resize (a 12 MP sensor down to a few hundred pixels),
+with the framing the model was trained on (see isp_request). Note picamera2's format
+names follow DRM fourcc: "RGB888" is B,G,R in memory and "BGR888" is R,G,B. We ask for
+"BGR888" by default and swap when "RGB888" is configured.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import numpy as np
@@ -34,9 +36,37 @@ def to_rgb(array: np.ndarray, pixel_format: str) -> np.ndarray:
     return array
 
 
+Rect = tuple[int, int, int, int]  # x, y, width, height on the sensor
+
+
+def isp_request(model: tuple[int, int], full: Rect, policy: str,
+                align: int = 32) -> tuple[tuple[int, int], Rect | None]:
+    """The main stream size and ScalerCrop to ask for: the model's framing, ISP-scaled.
+
+    `full` is the sensor area (ScalerCrop's maximum). A `center_crop` model gets the
+    centred crop of its own aspect ratio, scaled straight to its input size: no CPU work.
+    A `stretch` or `letterbox` model must see the whole field of view, and how the ISP
+    treats an output whose aspect ratio differs from the crop is not something to rely on
+    (the Pi's pipeline crops to keep it); so it gets the whole sensor at the sensor's
+    aspect ratio, at the smallest aligned size covering the model, and the CPU finishes
+    with a small resize (e.g. 320x240 -> 224x224).
+    """
+    mw, mh = model
+    x, y, w, h = full
+    if policy == "center_crop":
+        scale = min(w / mw, h / mh)
+        cw, ch = round(mw * scale), round(mh * scale)
+        return (mw, mh), (x + (w - cw) // 2, y + (h - ch) // 2, cw, ch)
+    scale = max(mw / w, mh / h)
+    sw = math.ceil(w * scale / align) * align
+    sh = round(sw * h / w)
+    return (sw, sh + sh % 2), full
+
+
 class Picamera2Source:
     live = True
-    def __init__(self, cfg: CameraConfig, model_size: tuple[int, int] | None = None):
+    def __init__(self, cfg: CameraConfig, model_size: tuple[int, int] | None = None,
+                 resize_policy: str = "stretch"):
         try:
             from picamera2 import Picamera2  # type: ignore[import-not-found]
         except ImportError as exc:
@@ -45,17 +75,23 @@ class Picamera2Source:
         self.format = cfg.pixel_format
         num = int(cfg.source) if cfg.source.isdigit() else 0
         self.name = f"picamera2:{num}"
-        size = model_size if (cfg.isp_resize and model_size) else (cfg.width, cfg.height)
         try:
             self.cam = Picamera2(num)
         except (IndexError, RuntimeError) as exc:
             raise CameraError(
                 f"camera {num} not found ({exc}): is the ribbon cable seated and "
                 "`rpicam-hello --list-cameras` listing it?") from None
+        size, crop = (cfg.width, cfg.height), None
+        full = self._sensor_area() if cfg.isp_resize and model_size else None
+        if full is not None:
+            size, crop = isp_request(tuple(model_size), full, resize_policy)
+        controls = {"FrameRate": float(cfg.fps)}
+        if crop is not None:
+            controls["ScalerCrop"] = crop
         config = self.cam.create_video_configuration(
             main={"size": tuple(size), "format": self.format},
             buffer_count=4,
-            controls={"FrameRate": float(cfg.fps)},
+            controls=controls,
         )
         self.cam.align_configuration(config)
         self.cam.configure(config)
@@ -65,6 +101,19 @@ class Picamera2Source:
         self.cam.start()
         self.pacer = Pacer(cfg.fps)
         self.seq = 0
+
+    def _sensor_area(self) -> Rect | None:
+        """ScalerCrop's maximum (the whole usable sensor), or the sensor resolution."""
+        try:
+            limits = self.cam.camera_controls.get("ScalerCrop")
+            if limits:
+                return tuple(int(v) for v in limits[1])  # (min, max, default)
+            w, h = self.cam.sensor_resolution
+            return (0, 0, int(w), int(h))
+        except (AttributeError, TypeError, ValueError, IndexError):
+            log.warning("picamera2 reports no sensor area: asking for %dx%d, CPU resizes",
+                        self.cfg.width, self.cfg.height)
+            return None
 
     def read(self) -> Frame | None:
         self.pacer.wait()

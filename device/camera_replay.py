@@ -38,7 +38,8 @@ class ReplaySource:
     live = False
     name = "replay"
 
-    def __init__(self, cfg: CameraConfig, model_size: tuple[int, int] | None = None):
+    def __init__(self, cfg: CameraConfig, model_size: tuple[int, int] | None = None,
+                 resize_policy: str = "stretch"):
         self.cfg = cfg
         self.path = Path(cfg.source)
         self.pacer = Pacer(cfg.fps)

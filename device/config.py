@@ -39,8 +39,8 @@ class CameraConfig(_Section):
     height: int = Field(480, ge=16, le=8192, description="Capture height (picamera2 / opencv).")
     isp_resize: bool = Field(
         True,
-        description="picamera2: also ask the ISP for a stream at the model's input size, "
-        "so the resize costs no CPU.",
+        description="picamera2: let the ISP scale the sensor down to (about) the model's "
+        "input size with the model's framing, so the CPU resizes little or nothing.",
     )
     pixel_format: Literal["BGR888", "RGB888"] = Field(
         "BGR888",

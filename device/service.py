@@ -86,7 +86,8 @@ class Daemon:
             d.margin, tuple(d.unknown_labels), dict(d.class_thresholds))) \
             if d.mode == "event" else None
         self.source = create_frame_source(self.cfg.camera,
-                                          (self.classifier.width, self.classifier.height))
+                                          (self.classifier.width, self.classifier.height),
+                                          self.classifier.resize_policy)
         self.publisher = MqttPublisher(self.cfg.mqtt, self.device_id,
                                        lambda name, args: commands.handle(self, name, args))
         self.topics = self.publisher.topics

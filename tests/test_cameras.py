@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from device.camera import create_frame_source
-from device.camera_picamera2 import to_rgb
+from device.camera_picamera2 import isp_request, to_rgb
 from device.config import CameraConfig
 from device.errors import CameraError
 
@@ -83,8 +83,10 @@ class FakePicamera2:
     """Stands in for picamera2.Picamera2 with its documented methods."""
 
     instances: typing.ClassVar[list] = []
+    sensor = (0, 0, 4056, 3040)  # an HQ camera's IMX477
 
     def __init__(self, camera_num=0):
+        self.camera_controls = {"ScalerCrop": ((0, 0, 64, 64), self.sensor, self.sensor)}
         self.camera_num = camera_num
         self.calls = []
         FakePicamera2.instances.append(self)
@@ -124,19 +126,38 @@ def fake_picamera2(monkeypatch):
     return FakePicamera2
 
 
-def test_picamera2_asks_isp_for_model_size_and_swaps(fake_picamera2):
+def test_isp_request_keeps_the_models_framing():
+    hq, v3 = (0, 0, 4056, 3040), (16, 8, 4608, 2592)
+    # center_crop: the centred square of the sensor, scaled by the ISP straight to size
+    assert isp_request((224, 224), hq, "center_crop") == ((224, 224), (508, 0, 3040, 3040))
+    assert isp_request((224, 224), v3, "center_crop") == ((224, 224), (1024, 8, 2592, 2592))
+    # stretch: the whole sensor at its own aspect, smallest 32-aligned size covering it
+    assert isp_request((224, 224), hq, "stretch") == ((320, 240), hq)
+    (w, h), crop = isp_request((224, 224), v3, "letterbox")
+    assert crop == v3 and w % 32 == 0 and h % 2 == 0 and w >= 224 and h >= 224
+    assert abs(w / h - 4608 / 2592) < 0.01
+
+
+def test_picamera2_asks_isp_for_the_framing_and_swaps(fake_picamera2):
     cfg = CameraConfig(type="picamera2", source="1", fps=15, pixel_format="RGB888")
-    src = create_frame_source(cfg, model_size=(224, 224))
+    src = create_frame_source(cfg, model_size=(224, 224), resize_policy="center_crop")
     cam = fake_picamera2.instances[0]
     assert cam.camera_num == 1
     create = cam.calls[0]
     assert create[1] == {"size": (224, 224), "format": "RGB888"}
-    assert create[2] == {"FrameRate": 15.0}
+    assert create[2] == {"FrameRate": 15.0, "ScalerCrop": (508, 0, 3040, 3040)}
     frame = src.read()
     assert frame.image.shape == (224, 224, 3)
     assert frame.image[0, 0].tolist() == [0, 0, 200]  # blue moved to the last channel
     src.close()
     assert cam.calls[-2:] == [("stop",), ("close",)]
+
+
+def test_picamera2_stretch_model_gets_the_whole_field_of_view(fake_picamera2):
+    src = create_frame_source(CameraConfig(type="picamera2"), model_size=(224, 224))
+    create = fake_picamera2.instances[0].calls[0]
+    assert create[1]["size"] == (320, 240) and create[2]["ScalerCrop"] == (0, 0, 4056, 3040)
+    assert src.read().image.shape == (240, 320, 3)  # the CPU finishes: 320x240 -> 224
 
 
 def test_picamera2_without_isp_resize_uses_capture_size(fake_picamera2):
