@@ -163,3 +163,34 @@ def test_bench_prints_table_and_json(tmp_path):
     lat = run["latency_ms_at_camera_fps"]
     assert lat["camera_fps"] == 60 and lat["p50"] > 0
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == s  # the JSON line printed
+
+
+def test_overloaded_live_camera_drops_oldest_and_latency_stays_bounded(tmp_path, broker):
+    """A live camera faster than inference: frames are dropped (counted in status), never
+    queued, so frame-to-publish latency stays a few frames long."""
+    from device.bench import make_frames
+    from device.config import parse_config
+    from device.service import Daemon
+
+    flagship = ROOT / "compiled_models" / "banknotes-vnd"  # ~3 ms per invoke here
+    make_frames(tmp_path / "frames", 6, 640, 480)
+    cfg = parse_config({
+        "camera": {"type": "replay", "source": str(tmp_path / "frames"), "fps": 1000},
+        "model": {"path": str(flagship), "backend": "cpu", "num_threads": 1},
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "device_id": "overload"},
+        "state": {"dir": str(tmp_path / "state")},
+    })
+    d = Daemon(cfg)
+    d.setup()
+    d.source.live = True  # deliver like a camera: drop-oldest
+    t = threading.Thread(target=d.run)
+    t.start()
+    time.sleep(3)
+    status = d.status()
+    d.request_stop()
+    t.join(30)
+    assert d.frames > 50 and status.dropped_frames > 0
+    lat = d.times.percentiles()["latency"]
+    inference = d.times.percentiles()["inference"]
+    # two buffered frames + the one in flight, not a growing queue
+    assert lat["p95"] < 10 * inference["p50"] + 20, (lat, inference)
