@@ -28,12 +28,11 @@ def resize(image: np.ndarray, width: int, height: int, policy: str = "stretch",
 
     ``stretch`` resizes the whole frame (what Coral's models expect), ``center_crop``
     crops the largest centred region of the target aspect first, ``letterbox`` pads with
-    black to keep the aspect. Shrinking averages 2x2 blocks while the image is at least
-    twice the target, then finishes bilinearly: antialiased like area averaging (no moiré
-    on banknote print; a mipmap, in graphics terms) at an eighth of INTER_AREA's cost and
-    half a Gaussian pyramid's. ``out``, when given, is filled in place; ``scratch``, a dict
-    the caller keeps, holds the halved images between calls so a steady stream of frames
-    allocates nothing.
+    black to keep the aspect. Shrinking halves with a Gaussian pyramid while the image is
+    at least twice the target, then finishes bilinearly: antialiased like area averaging
+    (no moiré on banknote print) at a quarter of its cost. ``out``, when given, is filled
+    in place; ``scratch``, a dict the caller keeps, holds the halved images between calls
+    so a steady stream of frames allocates nothing.
     """
     h, w = image.shape[:2]
     if policy == "center_crop":
@@ -61,17 +60,17 @@ def resize(image: np.ndarray, width: int, height: int, policy: str = "stretch",
 
 
 def halve(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Average 2x2 blocks (an odd last row or column is dropped). OpenCV's exact-2x area
-    path: about 70 µs for 640x480 RGB where pyrDown takes 240 µs."""
-    h, w = image.shape[:2]
-    return cv2.resize(image[: h - h % 2, : w - w % 2], (w // 2, h // 2), dst=out,
-                      interpolation=cv2.INTER_AREA)
+    """One Gaussian-pyramid step: blur with a 5x5 binomial kernel, keep every other pixel
+    (odd sizes round up). A 2x2 box average costs a third of this (74 against 238 µs for
+    640x480 here), but the flagship, trained through this function, lost 2 of its 245
+    validation photos with it and a retrain on box-halved images did no better."""
+    return cv2.pyrDown(image, dst=out)
 
 
 def _resize_raw(image: np.ndarray, width: int, height: int, out: np.ndarray | None = None,
                 scratch: dict | None = None):
     while image.shape[1] >= 2 * width and image.shape[0] >= 2 * height:
-        shape = (image.shape[0] // 2, image.shape[1] // 2, *image.shape[2:])
+        shape = ((image.shape[0] + 1) // 2, (image.shape[1] + 1) // 2, *image.shape[2:])
         buf = None
         if scratch is not None:
             buf = scratch.get(shape)

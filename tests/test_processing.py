@@ -80,12 +80,13 @@ def test_top_k_without_enough_labels_uses_ids():
     assert [c.label for c in ranked] == ["1", "only"]
 
 
-def test_halve_averages_2x2_blocks_and_drops_an_odd_edge():
-    img = np.zeros((5, 7, 3), np.uint8)
-    img[0:2, 0:2, 0] = [[0, 2], [4, 6]]
-    img[:, 6] = 255  # the odd last column is dropped, not smeared in
+def test_halve_is_one_gaussian_pyramid_step():
+    img = np.full((5, 7, 3), 90, np.uint8)
+    img[2, 3] = 250  # a lone bright pixel is spread out, not kept or dropped whole
     out = halve(img)
-    assert out.shape == (2, 3, 3) and out[0, 0, 0] == 3 and out[:, 2].max() == 0
+    assert out.shape == (3, 4, 3)  # odd sizes round up
+    assert out[0, 0, 0] == 90 and 90 < out[1, 1, 0] < 250 and out[1, 2, 0] > 90
+    assert np.array_equal(halve(img), cv2.pyrDown(img))
 
 
 def test_resize_antialiases_one_pixel_stripes():
