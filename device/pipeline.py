@@ -171,7 +171,6 @@ class StageTimes:
                 for i, s in enumerate(self.STAGES)}
 
 
-
 class ResultThread(threading.Thread):
     """Handles each inference off the frame loop: ranking, the decision, JSON and paho's
     packet work all overlap the next invoke. A small drop-oldest buffer for a live camera:
