@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from device.bundle import load_bundle
+from device.camera_replay import decode_image
 from device.config import parse_config
 from device.demo import start_broker
 from device.inference import create_classifier
@@ -242,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def frame_size(frames: Path) -> str:
-    from device.camera_replay import decode_image
-
     first = min((p for p in frames.iterdir() if p.is_file()), default=None) \
         if frames.is_dir() else None
     image = decode_image(first) if first is not None else None

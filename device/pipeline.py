@@ -1,6 +1,7 @@
-"""Capture runs in its own thread, so the camera and the classifier overlap.
+"""Capture, inference and results run in their own threads, so camera, model and MQTT
+overlap: the frame loop (inference) only fills the input tensor and invokes.
 
-A live camera fills a tiny drop-oldest buffer: under overload the newest frame wins and
+A live camera fills tiny drop-oldest buffers: under overload the newest frame wins and
 latency never builds up (drops are counted). A replay source blocks instead, because a
 recorded sequence must be classified frame by frame.
 """
