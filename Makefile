@@ -36,7 +36,7 @@ mosquitto: ## install the mosquitto broker (apt) when it is missing
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
 
 demo: venv mosquitto ## run the daemon on the demo model + replayed frames, printing what arrives on MQTT (Ctrl-C stops)
-	$(PY) -m device.demo $(DEMO_ARGS)
+	$(PY) -m device.tools.demo $(DEMO_ARGS)
 
 demo-model: venv ## retrain the committed demo bundle compiled_models/demo-notes on synthetic data
 	rm -rf .demo/data && $(PY) -m host_training demo-data .demo/data --per-class 80
@@ -57,7 +57,7 @@ test-all: venv mosquitto test-tools ## the test suite including slow training te
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv mosquitto ## benchmark: raw invoke vs the daemon's whole pipeline to MQTT (BENCH_ARGS="--backend edgetpu" on a Pi)
-	$(PY) -m device.bench $(BENCH_ARGS)
+	$(PY) -m device.tools.bench $(BENCH_ARGS)
 
 bench-train: venv ## training speed: cached-feature head vs end-to-end frozen epochs, and fine-tuning
 	$(PY) -m host_training.bench $(BENCH_TRAIN_ARGS)
@@ -69,11 +69,11 @@ uninstall-device: ## on the Pi: undo install-device (PURGE=1 also removes config
 	$(SUDO) env PURGE=$(PURGE) systemd/install-device.sh uninstall
 
 deploy: venv ## flash a bundle: make deploy HOST=user@pi MODEL=compiled_models/NAME (HOSTS="a b" for a fleet, ALLOW_CPU=1)
-	$(PY) -m device.deploy deploy --model $(MODEL) $(foreach h,$(HOST) $(HOSTS),--host $(h)) \
+	$(PY) -m host_training.deploy deploy --model $(MODEL) $(foreach h,$(HOST) $(HOSTS),--host $(h)) \
 	  $(if $(ALLOW_CPU),--allow-cpu) $(DEPLOY_ARGS)
 
 rollback: venv ## switch a device back to its previous model: make rollback HOST=user@pi
-	$(PY) -m device.deploy rollback $(foreach h,$(HOST) $(HOSTS),--host $(h)) $(DEPLOY_ARGS)
+	$(PY) -m host_training.deploy rollback $(foreach h,$(HOST) $(HOSTS),--host $(h)) $(DEPLOY_ARGS)
 
 lint: venv ## ruff
 	$(VENV)/bin/ruff check device host_training tests

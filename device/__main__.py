@@ -54,7 +54,7 @@ def _setup_logging(level: str = "INFO", fmt: str = "text") -> None:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from device.config import load_config
-    from device.doctor import report, run_checks
+    from device.tools.doctor import report, run_checks
 
     cfg = load_config(args.config) if args.config else None
     text, code = report(run_checks(cfg), args.json)
@@ -64,7 +64,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from device.config import load_config
-    from device.service import run_daemon
+    from device.daemon.lifecycle import run_daemon
 
     cfg = load_config(args.config)
     logging.getLogger().setLevel(args.log_level or cfg.log.level)
@@ -83,7 +83,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     from device import messages
     from device.bundle import load_bundle
-    from device.camera_replay import decode_image
+    from device.images import decode_image
     from device.inference import create_classifier
 
     bundle = load_bundle(args.model, args.labels)

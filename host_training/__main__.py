@@ -114,7 +114,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(a: argparse.Namespace) -> int:
-    from host_training.synthetic import write_dataset
+    from device.tools.synthetic import write_dataset
 
     write_dataset(Path(a.out), a.per_class, a.seed)
     print(f"synthetic dataset written to {a.out}")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from device.camera_replay import IMAGE_SUFFIXES, decode_image
 from device.errors import CoralError
+from device.images import IMAGE_SUFFIXES, decode_image
 from device.processing import resize
 
 log = logging.getLogger(__name__)

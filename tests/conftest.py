@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from device.demo import free_port, wait_port
+from device.tools.demo import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -7,7 +7,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from host_training.synthetic import write_sequence
+from device.tools.synthetic import write_sequence
 
 from .conftest import ROOT, Broker, Recorder, write_config
 

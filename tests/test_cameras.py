@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from device.camera import create_frame_source
-from device.camera_picamera2 import isp_request, to_rgb
+from device.cameras.base import create_frame_source
+from device.cameras.picamera2 import isp_request, to_rgb
 from device.config import CameraConfig
 from device.errors import CameraError
 

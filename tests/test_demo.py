@@ -9,7 +9,7 @@ from .conftest import ROOT
 def run_demo(tmp_path, *args):
     bundle = ROOT / "compiled_models" / "demo-notes"
     assert (bundle / "manifest.json").is_file(), "the demo bundle must be committed"
-    r = subprocess.run([sys.executable, "-m", "device.demo", "--seconds", "8", "--fps", "10",
+    r = subprocess.run([sys.executable, "-m", "device.tools.demo", "--seconds", "8", "--fps", "10",
                         "--workdir", str(tmp_path), *args], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr

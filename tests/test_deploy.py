@@ -70,7 +70,7 @@ def device(tmp_path, broker, daemon_factory):
     shutil.copytree(DEMO, root / "models" / "v0")
     (root / "models" / "current").symlink_to("v0")
     replay = tmp_path / "replay"
-    from host_training.synthetic import write_sequence
+    from device.tools.synthetic import write_sequence
 
     write_sequence(replay, ["note_5", "note_10"], gap=2, frames_per_object=3)
     cfg = write_config(tmp_path / "dev.toml",
@@ -88,7 +88,7 @@ def device(tmp_path, broker, daemon_factory):
 def deploy(sshd, device, *args, command="deploy", reload_cmd=None, timeout=30):
     pid = device["daemon"].proc.pid
     return subprocess.run(
-        [PYTHON, "-m", "device.deploy", command, "--host", sshd["host"], "--ssh-opts",
+        [PYTHON, "-m", "host_training.deploy", command, "--host", sshd["host"], "--ssh-opts",
          sshd["opts"], "--root", str(device["root"]), "--device-id", "dev-1",
          "--reload-cmd", reload_cmd or f"kill -HUP {pid}",
          "--broker", f"127.0.0.1:{device['port']}", "--timeout", str(timeout), *args],
@@ -180,7 +180,7 @@ def test_fleet_stops_at_the_first_failure(tmp_path, sshd, device):
     new = variant(DEMO, tmp_path / "v4", "4.0.0", b"&")
     pid = device["daemon"].proc.pid
     r = subprocess.run(
-        [PYTHON, "-m", "device.deploy", "deploy", "--host", "nobody@127.0.0.1", "--host",
+        [PYTHON, "-m", "host_training.deploy", "deploy", "--host", "nobody@127.0.0.1", "--host",
          sshd["host"], "--ssh-opts", sshd["opts"], "--root", str(device["root"]),
          "--device-id", "dev-1", "--reload-cmd", f"kill -HUP {pid}", "--broker",
          f"127.0.0.1:{device['port']}", "--model", str(new), "--allow-cpu"],

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from device.messages import load_schema
-from host_training.synthetic import write_sequence
+from device.tools.synthetic import write_sequence
 
 from .conftest import ROOT, Broker, Recorder, write_config
 

@@ -2,7 +2,7 @@
 
 import socket
 
-from device.notify import Notifier
+from device.daemon.notify import Notifier
 
 from .conftest import write_config
 

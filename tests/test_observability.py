@@ -5,7 +5,7 @@ import urllib.request
 
 import paho.mqtt.client as mqtt
 
-from host_training.synthetic import write_sequence
+from device.tools.synthetic import write_sequence
 
 from .conftest import ROOT, Recorder, free_port, run_cli, write_config
 

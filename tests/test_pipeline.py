@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from device.bundle import load_bundle
-from device.camera import Frame
+from device.cameras.base import Frame
+from device.daemon.pipeline import BufferPool, CaptureThread, FrameBuffer, ResultThread, StageTimes
 from device.inference import Postprocess, create_classifier
-from device.pipeline import BufferPool, CaptureThread, FrameBuffer, ResultThread, StageTimes
 
 from .conftest import ROOT, run_cli
 
@@ -149,7 +149,7 @@ def test_bench_prints_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_cli("--model", str(DEMO), "--rounds", "1", "--seconds", "1",
                    "--invokes", "30", "--num-threads", "1", "--camera-fps", "60",
-                   "--json", str(out), module="device.bench", timeout=180)
+                   "--json", str(out), module="device.tools.bench", timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert "raw invoke" in proc.stdout and "x raw" in proc.stdout
     s = json.loads(out.read_text())
@@ -168,9 +168,9 @@ def test_bench_prints_table_and_json(tmp_path):
 def test_overloaded_live_camera_drops_oldest_and_latency_stays_bounded(tmp_path, broker):
     """A live camera faster than inference: frames are dropped (counted in status), never
     queued, so frame-to-publish latency stays a few frames long."""
-    from device.bench import make_frames
     from device.config import parse_config
-    from device.service import Daemon
+    from device.daemon.lifecycle import Daemon
+    from device.tools.bench import make_frames
 
     flagship = ROOT / "compiled_models" / "banknotes-vnd"  # ~3 ms per invoke here
     make_frames(tmp_path / "frames", 6, 640, 480)

@@ -9,8 +9,8 @@ import pytest
 
 from device.bundle import load_bundle
 from device.inference import create_classifier
+from device.tools.synthetic import CLASSES, write_dataset
 from host_training.dataset import DatasetError, load_dataset, stratified_split
-from host_training.synthetic import CLASSES, write_dataset
 
 from .conftest import SHARED, run_cli
 

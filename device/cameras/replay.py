@@ -13,25 +13,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.camera import Frame, Pacer
+from device.cameras.base import Frame, Pacer
 from device.config import CameraConfig
 from device.errors import CameraError
+from device.images import IMAGE_SUFFIXES, decode_image
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 CACHE_BYTES = 256 << 20  # decoded frames kept in memory so replay costs no decoding
-
-
-def decode_image(path: Path) -> np.ndarray | None:
-    """Decode an image file to RGB uint8, or None when it is not a readable image."""
-    data = np.fromfile(str(path), np.uint8) if path.is_file() else None
-    if data is None or data.size == 0:
-        return None
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None:
-        return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 class ReplaySource:

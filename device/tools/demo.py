@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-log = logging.getLogger("device.demo")
+log = logging.getLogger("device.tools.demo")
 
 
 def free_port() -> int:
@@ -55,7 +55,7 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen, int]:
 
 
 def make_replay(folder: Path) -> None:
-    from host_training.synthetic import NOTES, write_sequence  # numpy + OpenCV only
+    from device.tools.synthetic import NOTES, write_sequence  # numpy + OpenCV only
 
     if folder.is_dir() and any(folder.iterdir()):
         return

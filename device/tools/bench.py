@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from device.bundle import load_bundle
-from device.camera_replay import decode_image
 from device.config import parse_config
-from device.demo import start_broker
+from device.daemon.lifecycle import Daemon
+from device.images import decode_image
 from device.inference import create_classifier
-from device.service import Daemon
+from device.tools.demo import start_broker
 
 ROOT = Path(__file__).resolve().parents[1]
-log = logging.getLogger("device.bench")
+log = logging.getLogger("device.tools.bench")
 
 
 def default_model() -> Path:
@@ -49,7 +49,7 @@ def default_model() -> Path:
 def make_frames(folder: Path, n: int, width: int, height: int) -> None:
     import cv2
 
-    from host_training.synthetic import CLASSES, render
+    from device.tools.synthetic import CLASSES, render
 
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from device.camera import Frame, Pacer
+from device.cameras.base import Frame, Pacer
 from device.config import CameraConfig
 from device.errors import CameraError
 

@@ -181,7 +181,7 @@ def check_cameras(cfg: Config | None) -> list[Check]:
 
 
 def check_broker(cfg: Config) -> Check:
-    from device.publisher import diagnose_connection
+    from device.mqtt.publisher import diagnose_connection
 
     m = cfg.mqtt
     where = f"{m.host}:{m.port}{' (TLS)' if m.tls else ''}"

@@ -15,18 +15,26 @@ from typing import Any
 
 import cv2
 
-from device import __version__, commands, messages
+from device import __version__, messages
 from device.bundle import load_bundle
-from device.camera import Frame, create_frame_source
+from device.cameras.base import Frame, create_frame_source
 from device.config import Config
+from device.daemon.notify import Notifier
+from device.daemon.pipeline import (
+    END,
+    BufferPool,
+    CaptureThread,
+    FrameBuffer,
+    ResultThread,
+    StageTimes,
+)
 from device.decision import Decider, DecisionRules, Event
 from device.errors import CameraError, CoralError, ModelError
-from device.events import EventSender
 from device.inference import Inference, create_classifier
-from device.notify import Notifier
-from device.outbox import Outbox
-from device.pipeline import END, BufferPool, CaptureThread, FrameBuffer, ResultThread, StageTimes
-from device.publisher import MqttPublisher
+from device.mqtt import commands
+from device.mqtt.outbox import Outbox
+from device.mqtt.publisher import MqttPublisher
+from device.mqtt.sender import EventSender
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +105,12 @@ class Daemon:
         self.sender.start()
         self.metrics = None
         if self.cfg.metrics.port:
-            from device.observability import Metrics
+            from device.daemon.metrics import Metrics
 
             self.metrics = Metrics(self, self.cfg.metrics.port, self.cfg.metrics.address)
         ha = self.cfg.homeassistant
         if ha.enabled:
-            from device.observability import publish_discovery
+            from device.daemon.metrics import publish_discovery
 
             announce = lambda: publish_discovery(self, ha.discovery_prefix)  # noqa: E731
             self.publisher.on_connected.append(announce)

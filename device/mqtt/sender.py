@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from device.outbox import Outbox
+from device.mqtt.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

@@ -45,9 +45,9 @@ class FrameSource(Protocol):
 
 # The registry: config `camera.type` -> "module:Class". Imported lazily (hardware!).
 SOURCES = {
-    "replay": "device.camera_replay:ReplaySource",
-    "opencv": "device.camera_opencv:OpenCVSource",
-    "picamera2": "device.camera_picamera2:Picamera2Source",
+    "replay": "device.cameras.replay:ReplaySource",
+    "opencv": "device.cameras.opencv:OpenCVSource",
+    "picamera2": "device.cameras.picamera2:Picamera2Source",
 }
 
 

@@ -10,7 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from device.service import Daemon
+    from device.daemon.lifecycle import Daemon
 
 log = logging.getLogger(__name__)
 

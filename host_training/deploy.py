@@ -25,7 +25,7 @@ from pathlib import Path
 from device.bundle import TPU_MODEL, Bundle, load_bundle
 from device.errors import CoralError
 
-log = logging.getLogger("device.deploy")
+log = logging.getLogger("host_training.deploy")
 
 
 class DeployError(CoralError):
@@ -65,8 +65,8 @@ class Target:
 
 def verify_locally(path: Path, allow_cpu: bool) -> Bundle:
     """Refuse a bundle before anything leaves this machine."""
+    from device.daemon.lifecycle import self_test
     from device.inference import create_classifier
-    from device.service import self_test
     from host_training.edgetpu_check import analyse
     from host_training.tflite_model import load_tflite
 

@@ -7,7 +7,7 @@ import time
 
 import cv2
 
-from device.camera import Frame, Pacer
+from device.cameras.base import Frame, Pacer
 from device.config import CameraConfig
 from device.errors import CameraError
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 
 if TYPE_CHECKING:
-    from device.service import Daemon
+    from device.daemon.lifecycle import Daemon
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Frame sources: one module per camera backend behind FrameSource, from one registry."""

@@ -1,0 +1,1 @@
+"""The running daemon: lifecycle, frame pipeline, inference worker, sinks, stats, metrics."""

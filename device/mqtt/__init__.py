@@ -1,0 +1,1 @@
+"""The MQTT side: client factory, publisher, outbox, event sender, commands, discovery."""

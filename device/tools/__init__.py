@@ -1,0 +1,1 @@
+"""Tools around the daemon: doctor, bench, demo, synthetic frames."""
