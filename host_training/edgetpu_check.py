@@ -1,15 +1,34 @@
 """Predict, without the compiler, which ops edgetpu_compiler maps to the Edge TPU.
 
-Follows Coral's documented model requirements (coral.ai/docs/edgetpu/models-intro):
-8-bit quantized tensors, sizes fixed at compile time, at most 3 innermost dimensions
-larger than 1, the supported-ops table with each op's restrictions, and the partition
-rule: from the first op that cannot be mapped, every later op stays on the CPU (the
-compiler makes a single TPU subgraph). Reasons use the compiler's own words where it
-has them.
+Per op it follows Coral's documented model requirements (coral.ai/docs/edgetpu/models-intro):
+8-bit quantized tensors, sizes fixed at compile time, at most 3 innermost dimensions larger
+than 1, and the supported-ops table with each op's restrictions. Reasons use the compiler's
+own words.
+
+The partition rule works on the graph (which op reads which tensor), not on file order. The
+compiler splits the graph the way TFLite's delegate partitioner does: repeatedly take every op
+whose inputs are ready and whose kind (mappable or not) matches the first such op, until none
+is left. Without `-a` it keeps only the first mappable run as its single Edge TPU segment, so:
+
+- unmappable ops at the inputs (CAST, a float QUANTIZE) run first on the CPU and do not end
+  the segment;
+- the segment is every mappable op that does not depend on a later unmappable op;
+- each unmappable op after that, and every op depending on it, stays on the CPU; mappable ones
+  are reported "More than one subgraph is not supported", except a QUANTIZE that writes a
+  model output, which the compiler reports as an "unspecified limitation".
+
+Checked against the compiled pairs in ../shared/models/coral and against real public compiler
+transcripts in tests/fixtures/edgetpu_transcripts (f0cal/google-coral#20,
+google-coral/edgetpu#342, system-software-lab/nrf20, dbro/frigate-detector-edgetpu-yolo9 and
+others: each file names its source). The transcripts also show the per-op wording: a float
+QUANTIZE is an "unspecified limitation", and any op touching float tensors (DEQUANTIZE,
+TFLite_Detection_PostProcess) "is working on an unsupported data type".
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +60,8 @@ INT32_OPERANDS = {"CONV_2D": {2}, "DEPTHWISE_CONV_2D": {2}, "FULLY_CONNECTED": {
                   "SPLIT": {0}, "TRANSPOSE": {1}, "EXPAND_DIMS": {1}, "TILE": {1},
                   "UNIDIRECTIONAL_SEQUENCE_LSTM": set(range(12, 16))}
 SOFTMAX_MAX_ELEMENTS = 16000
+FLOAT = ("float16", "float32", "float64")
+MAPPED = "Mapped to Edge TPU"
 
 
 @dataclass(frozen=True)
@@ -89,10 +110,17 @@ def op_restriction(sg: Subgraph, op: Op) -> str:
     """'' when the op itself can be mapped, else the reason it cannot."""
     if op.name == EDGETPU_CUSTOM_OP:
         return ""
-    if op.custom or op.name not in SUPPORTED:
-        return NOT_SUPPORTED
     tensors = [(k, sg.tensors[i]) for k, i in enumerate(op.inputs) if i >= 0]
     outs = [sg.tensors[i] for i in op.outputs]
+    # The transcripts show the compiler judges float tensors before the op's support: a
+    # float-to-int QUANTIZE is an "unspecified limitation", DEQUANTIZE and a post-processing
+    # custom op with float operands are "working on an unsupported data type".
+    if op.name == "QUANTIZE" and tensors and tensors[0][1].dtype in FLOAT:
+        return UNSPECIFIED
+    if any(t.dtype in FLOAT for t in [t for _, t in tensors] + outs):
+        return DATA_TYPE
+    if op.custom or op.name not in SUPPORTED:
+        return NOT_SUPPORTED
     allowed32 = INT32_OPERANDS.get(op.name, set())
     for k, t in tensors:
         if t.dtype in ("uint8", "int8") or (t.dtype in ("int32", "int64") and
@@ -143,25 +171,86 @@ def op_restriction(sg: Subgraph, op: Op) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class GraphOp:
+    """One op as the partitioner sees it: the tensors it reads and writes, and '' when the
+    Edge TPU could run it on its own, else the compiler's reason. Both the TFLite parser and
+    hand-written test graphs feed this, so the partition rule is tested without models."""
+
+    name: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    reason: str = ""
+
+
+def _delegate_subsets(ops: Sequence[GraphOp]) -> list[tuple[bool, list[int]]]:
+    """(mappable, op indices) runs, as TFLite's PartitionGraphIntoIndependentNodeSubsets makes
+    them: the first ready op sets a run's kind, and the run takes every ready op of that kind
+    until none is left. A tensor no op writes (a model input, a constant) is always ready."""
+    writer = {t: i for i, op in enumerate(ops) for t in op.outputs}
+    done: set[int] = set()
+    subsets: list[tuple[bool, list[int]]] = []
+    while len(done) < len(ops):
+        kind: bool | None = None
+        members: list[int] = []
+        grew = True
+        while grew:
+            grew = False
+            for i, op in enumerate(ops):
+                if i in done or any(t in writer and writer[t] not in done for t in op.inputs):
+                    continue
+                mappable = not op.reason
+                kind = mappable if kind is None else kind
+                if mappable == kind:
+                    done.add(i)
+                    members.append(i)
+                    grew = True
+        if not members:  # a cycle: nothing is ever ready, so nothing can be delegated
+            subsets.append((False, [i for i in range(len(ops)) if i not in done]))
+            break
+        subsets.append((bool(kind), members))
+    return subsets
+
+
+def partition(ops: Sequence[GraphOp], graph_outputs: Sequence[int] = (),
+              multiple_subgraphs: bool = False) -> list[tuple[str, str]]:
+    """("tpu" | "cpu", the compiler's status) for each op, in the order given.
+
+    Without multiple_subgraphs only the first mappable run becomes the Edge TPU segment (the
+    compiler's default); with it (`edgetpu_compiler -a`) every mappable run does.
+    """
+    runs = [members for mappable, members in _delegate_subsets(ops) if mappable]
+    on_tpu = {i for members in (runs if multiple_subgraphs else runs[:1]) for i in members}
+    outputs = set(graph_outputs)
+    result = []
+    for i, op in enumerate(ops):
+        if i in on_tpu:
+            result.append(("tpu", MAPPED))
+        elif op.reason:
+            result.append(("cpu", op.reason))
+        elif op.name == "QUANTIZE" and outputs.intersection(op.outputs):
+            result.append(("cpu", UNSPECIFIED))  # the output requantize of a lost segment
+        else:
+            result.append(("cpu", SUBGRAPH))
+    return result
+
+
+def status_counts(ops: Sequence[str], statuses: Sequence[str]) -> Counter[tuple[str, str]]:
+    """(op, status) -> count: the compiler's Operator / Count / Status table."""
+    return Counter(zip(ops, statuses, strict=True))
+
+
 def analyse(model: TFLiteModel, multiple_subgraphs: bool = False) -> dict[str, Any]:
     """Predicted placement of every op of the main subgraph, in execution order."""
     sg = model.main
-    placements: list[Placement] = []
-    partitioned = False
-    for op in sg.ops:
+    graph = [GraphOp(op.name, tuple(i for i in op.inputs if i >= 0), op.outputs,
+                     op_restriction(sg, op)) for op in sg.ops]
+    placements = []
+    for op, (where, status) in zip(sg.ops, partition(graph, sg.outputs, multiple_subgraphs),
+                                   strict=True):
         if op.name == EDGETPU_CUSTOM_OP:
-            placements.append(Placement(op.index, op.name, op.version, "tpu", "already compiled"))
-            continue
-        reason = op_restriction(sg, op)
-        if partitioned and not multiple_subgraphs:
-            placements.append(Placement(op.index, op.name, op.version, "cpu",
-                                        reason or SUBGRAPH))
-            continue
-        if reason:
-            partitioned = True
-            placements.append(Placement(op.index, op.name, op.version, "cpu", reason))
-        else:
-            placements.append(Placement(op.index, op.name, op.version, "tpu", "Mapped to Edge TPU"))
+            where, status = "tpu", "already compiled"
+        placements.append(Placement(op.index, op.name, op.version, where, status))
     model_issues = _model_issues(model)
     tpu = sum(p.placement == "tpu" for p in placements)
     cpu = len(placements) - tpu
