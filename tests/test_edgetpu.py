@@ -5,12 +5,23 @@ import json
 import os
 import shutil
 import stat
+from collections import Counter
 
 import pytest
 
 from device.bundle import TPU_MODEL, load_bundle
 from host_training.compiler import parse_report
-from host_training.edgetpu_check import analyse
+from host_training.edgetpu_check import (
+    DATA_TYPE,
+    MAPPED,
+    NOT_SUPPORTED,
+    SUBGRAPH,
+    UNSPECIFIED,
+    GraphOp,
+    analyse,
+    partition,
+    status_counts,
+)
 from host_training.tflite_model import EDGETPU_CUSTOM_OP, load_tflite
 
 from .conftest import CORAL_MODELS, ROOT, run_cli
@@ -193,3 +204,232 @@ def test_old_compiler_is_refused(tmp_path):
                 env={"PATH": f"{tmp_path}:{os.environ['PATH']}"})
     assert r.returncode == 3 and "older than 16" in r.stderr
     assert not (bundle / TPU_MODEL).exists()
+
+
+# --- The partition rule against real compiler transcripts ---------------------------------
+# Each fixture is a public edgetpu_compiler Operator / Count / Status table (its header names
+# the source). The models are not public, so each test rebuilds the graph the transcript's
+# model has (op types, counts and tensor connections, in a plausible execution order) and
+# gives the ops the compiler could not map on their own the transcript's reason: what is under
+# test is the partition, i.e. which of the remaining ops end up mapped and with what status.
+
+TRANSCRIPTS = ROOT / "tests" / "fixtures" / "edgetpu_transcripts"
+VERSION = "Operation version not supported"
+UNITARY = "Only Strided-Slice with unitary strides supported"
+
+
+class Net:
+    """A synthetic graph: tensor 0 is the model input; each op writes one new tensor."""
+
+    def __init__(self):
+        self.ops: list[GraphOp] = []
+        self.outputs: list[int] = []
+        self._next = 1
+
+    def add(self, name, *inputs, reason=""):
+        t = self._next
+        self._next += 1
+        self.ops.append(GraphOp(name, inputs, (t,), reason))
+        return t
+
+    def chain(self, x, counts, reason=""):
+        """Append counts' ops one after another, each reading the previous one's output."""
+        for name, n in counts.items():
+            for _ in range(n):
+                x = self.add(name, x, reason=reason)
+        return x
+
+    def output(self, t):
+        self.outputs.append(t)
+
+
+def mobilenet_v2(net, x, pad_every_3x3=False, transpose_1x1=False):
+    """MobileNetV2's 35 CONV_2D, 17 DEPTHWISE_CONV_2D and 10 residual ADDs. TF pads before
+    the 5 stride-2 convs; a PyTorch export pads every 3x3 conv and, converted from NCHW,
+    wraps the stem and each 1x1 conv in TRANSPOSEs."""
+    def conv(x):
+        if transpose_1x1:
+            x = net.add("TRANSPOSE", x, reason=NOT_SUPPORTED)
+            return net.add("TRANSPOSE", net.add("CONV_2D", x), reason=NOT_SUPPORTED)
+        return net.add("CONV_2D", x)
+
+    x = conv(net.add("PAD", x))  # the stride-2 stem
+    for t, _, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                       (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
+        for i in range(n):
+            y = conv(x) if t > 1 else x
+            if pad_every_3x3 or (s == 2 and i == 0):
+                y = net.add("PAD", y)
+            y = conv(net.add("DEPTHWISE_CONV_2D", y))
+            x = net.add("ADD", x, y) if i > 0 else y
+    return conv(x)
+
+
+def f0cal_google_coral_20():
+    net = Net()
+    x = net.add("QUANTIZE", 0, reason=UNSPECIFIED)  # float input
+    x = net.add("SOFTMAX", net.add("FULLY_CONNECTED", net.add("MEAN", mobilenet_v2(net, x))))
+    net.output(net.add("DEQUANTIZE", x, reason=DATA_TYPE))
+    return net
+
+
+def nrf20_mnist(float_io):
+    net = Net()
+    x = net.add("QUANTIZE", 0, reason=UNSPECIFIED) if float_io else 0
+    x = net.chain(x, {"CONV_2D": 1, "MAX_POOL_2D": 1})
+    x = net.chain(x, {"CONV_2D": 1, "MAX_POOL_2D": 1, "RESHAPE": 1, "FULLY_CONNECTED": 2,
+                      "SOFTMAX": 1})
+    net.output(net.add("DEQUANTIZE", x, reason=DATA_TYPE) if float_io else x)
+    return net
+
+
+def google_coral_edgetpu_342():
+    net = Net()
+    x = net.add("QUANTIZE", 0)  # uint8 in, requantized
+    x = mobilenet_v2(net, x, pad_every_3x3=True, transpose_1x1=True)
+    x = net.add("FULLY_CONNECTED", net.chain(x, {"MEAN": 2}))
+    net.output(net.add("QUANTIZE", x))
+    return net
+
+
+def frigate_yolov9t():
+    """The mapped body as one chain; the head as in YOLOv9's Detect: per scale, the DFL box
+    distances are GATHERed and decoded, then `cat((boxes, cls.sigmoid()))`, so the class
+    sigmoid comes after the box decoding in execution order."""
+    net = Net()
+    body = net.chain(0, {"QUANTIZE": 5, "CONV_2D": 203, "LOGISTIC": 181, "MUL": 179,
+                         "ADD": 48, "CONCATENATION": 33, "STRIDED_SLICE": 16, "TRANSPOSE": 14,
+                         "RESHAPE": 9, "SPLIT": 6, "AVERAGE_POOL_2D": 5, "SOFTMAX": 3,
+                         "MAXIMUM": 3, "MINIMUM": 3, "MAX_POOL_2D": 3, "FULLY_CONNECTED": 3,
+                         "PAD": 2, "RESIZE_NEAREST_NEIGHBOR": 2})
+    anchors, boxes = 10_000, []  # an unwritten tensor: a constant
+    for _ in range(3):
+        lt = net.add("SUB", anchors, net.add("GATHER", body, reason=NOT_SUPPORTED))
+        rb = net.add("ADD", anchors, net.add("GATHER", body, reason=NOT_SUPPORTED))
+        box = net.add("CONCATENATION", net.add("ADD", lt, rb), net.add("SUB", rb, lt))
+        boxes.append(net.add("MUL", box, anchors))
+    x = net.add("TRANSPOSE", net.add("CONCATENATION", *boxes), reason=UNSPECIFIED)
+    x = net.add("TRANSPOSE", net.add("MUL", x, anchors), reason=UNSPECIFIED)
+    cls = net.add("LOGISTIC", body)
+    x = net.add("TRANSPOSE", net.add("CONCATENATION", x, cls))
+    net.output(net.add("CONCATENATION", x, cls))
+    return net
+
+
+def yolov3_tiny():
+    net = Net()
+    x = net.add("LEAKY_RELU", net.add("CONV_2D", net.add("QUANTIZE", 0)),
+                reason=NOT_SUPPORTED)
+    for _ in range(5):
+        x = net.add("MAX_POOL_2D", x)
+        x = net.add("LEAKY_RELU", net.add("CONV_2D", x), reason=NOT_SUPPORTED)
+    skip = x
+    for _ in range(2):
+        x = net.add("LEAKY_RELU", net.add("CONV_2D", x), reason=NOT_SUPPORTED)
+        x = x if _ else net.add("MAX_POOL_2D", x)
+    route = x
+    x = net.add("LEAKY_RELU", net.add("CONV_2D", route), reason=NOT_SUPPORTED)
+    net.output(net.add("QUANTIZE", net.add("CONV_2D", x)))
+    x = net.add("LEAKY_RELU", net.add("CONV_2D", route), reason=NOT_SUPPORTED)
+    x = net.add("QUANTIZE", net.add("RESIZE_NEAREST_NEIGHBOR", x, reason=VERSION))
+    x = net.add("LEAKY_RELU", net.add("CONV_2D", net.add("CONCATENATION", x, skip)),
+                reason=NOT_SUPPORTED)
+    net.output(net.add("QUANTIZE", net.add("CONV_2D", x)))
+    return net
+
+
+def yolov5s_v15():
+    """Everything reads the Focus layer's four stride-2 slices of the input."""
+    net = Net()
+    q = net.add("QUANTIZE", 0)
+    x = net.add("CONCATENATION", *[net.add("STRIDED_SLICE", q, reason=UNITARY)
+                                   for _ in range(4)])
+    x = net.chain(x, {"CONV_2D": 62, "LOGISTIC": 62, "MUL": 80, "QUANTIZE": 24, "ADD": 10,
+                      "CONCATENATION": 16, "STRIDED_SLICE": 9, "PAD": 6, "MAX_POOL_2D": 3,
+                      "SUB": 3, "RESHAPE": 3})
+    x = net.chain(x, {"RESIZE_NEAREST_NEIGHBOR": 2}, reason=VERSION)
+    x = net.chain(x, {"TRANSPOSE": 3}, reason=NOT_SUPPORTED)
+    x = net.chain(x, {"RESHAPE": 3}, reason=UNSPECIFIED)  # to 5-D
+    net.output(net.add("QUANTIZE", net.add("CONCATENATION", x, reason=UNSPECIFIED)))
+    return net
+
+
+def motion_blur():
+    net = Net()
+    x = net.add("DEPTHWISE_CONV_2D", net.add("QUANTIZE", 0, reason=UNSPECIFIED))
+    net.output(net.add("DEQUANTIZE", x, reason=DATA_TYPE))
+    return net
+
+
+def efficientdet_lite():
+    """Box and class heads each end in a float DEQUANTIZE feeding the post-processing op."""
+    net = Net()
+    x = net.chain(net.add("QUANTIZE", 0), {"CONV_2D": 102, "DEPTHWISE_CONV_2D": 80,
+                                           "ADD": 42, "MAX_POOL_2D": 14,
+                                           "RESIZE_NEAREST_NEIGHBOR": 12})
+    heads = []
+    for activation in ({}, {"LOGISTIC": 1}):
+        reshaped = [net.add("RESHAPE", x) for _ in range(5)]
+        y = net.chain(net.add("CONCATENATION", *reshaped), activation)
+        heads.append(net.add("DEQUANTIZE", y, reason=DATA_TYPE))
+    net.output(net.add("CUSTOM", *heads, reason=DATA_TYPE))
+    return net
+
+
+CASES = {
+    "f0cal_google-coral_20_mobilenet_v2_ptq": f0cal_google_coral_20,
+    "nrf20_mnist4_float_io": lambda: nrf20_mnist(float_io=True),
+    "nrf20_mnist7_int8_io": lambda: nrf20_mnist(float_io=False),
+    "google-coral_edgetpu_342_pytorch_mobilenet_v2": google_coral_edgetpu_342,
+    "dbro_frigate-detector-edgetpu-yolo9_yolov9t": frigate_yolov9t,
+    "yolo_readme_yolov3_tiny_int8": yolov3_tiny,
+    "yolo_readme_yolov5s_int8": yolov5s_v15,
+    "article_motion_blur_depthwise": motion_blur,
+    "gitbook_efficientdet_lite_coral_v2": efficientdet_lite,
+}
+
+
+def _transcript(name):
+    report = parse_report((TRANSCRIPTS / f"{name}.txt").read_text())
+    return Counter({(o["op"], o["status"]): o["count"] for o in report.operators}), report
+
+
+def test_every_transcript_has_a_graph():
+    assert {p.stem for p in TRANSCRIPTS.glob("*.txt")} == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_partition_reproduces_the_compiler_transcript(name):
+    truth, report = _transcript(name)
+    net = CASES[name]()
+    placed = partition(net.ops, net.outputs)
+    assert status_counts([op.name for op in net.ops], [s for _, s in placed]) == truth
+    tpu = sum(where == "tpu" for where, _ in placed)
+    assert tpu == truth.total() - sum(n for (_, s), n in truth.items() if s != MAPPED)
+    if report.tpu_ops is not None:
+        assert (tpu, len(placed) - tpu) == (report.tpu_ops, report.cpu_ops)
+
+
+def test_leading_cpu_ops_do_not_end_the_segment():
+    """The held-out pose model's shape: CAST and QUANTIZE at the input, then a backbone,
+    then unsupported post-processing. Only the two ends stay on the CPU."""
+    net = Net()
+    x = net.add("QUANTIZE", net.add("CAST", 0, reason=DATA_TYPE), reason=UNSPECIFIED)
+    x = net.chain(x, {"CONV_2D": 5, "DEPTHWISE_CONV_2D": 4, "ADD": 2})
+    net.output(net.chain(x, {"DEQUANTIZE": 1, "ARG_MAX": 1}, reason=DATA_TYPE))
+    placed = [where for where, _ in partition(net.ops, net.outputs)]
+    assert placed == ["cpu", "cpu"] + ["tpu"] * 11 + ["cpu", "cpu"]
+
+
+def test_ops_independent_of_the_break_stay_mapped_and_dependants_do_not():
+    net = Net()
+    a = net.add("CONV_2D", 0)
+    bad = net.add("GATHER", a, reason=NOT_SUPPORTED)
+    after_bad = net.add("ADD", bad, a)  # reads the CPU op: off the segment
+    side = net.add("LOGISTIC", a)  # later in file order, but independent of the GATHER
+    net.output(net.add("CONCATENATION", after_bad, side))
+    assert partition(net.ops, net.outputs) == [
+        ("tpu", MAPPED), ("cpu", NOT_SUPPORTED), ("cpu", SUBGRAPH), ("tpu", MAPPED),
+        ("cpu", SUBGRAPH)]
+    with_a = partition(net.ops, net.outputs, multiple_subgraphs=True)
+    assert [w for w, _ in with_a] == ["tpu", "cpu", "tpu", "tpu", "tpu"]
