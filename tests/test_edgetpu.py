@@ -433,3 +433,29 @@ def test_ops_independent_of_the_break_stay_mapped_and_dependants_do_not():
         ("cpu", SUBGRAPH)]
     with_a = partition(net.ops, net.outputs, multiple_subgraphs=True)
     assert [w for w, _ in with_a] == ["tpu", "cpu", "tpu", "tpu", "tpu"]
+
+
+def test_float_io_int8_model_keeps_only_its_ends_on_the_cpu(tmp_path):
+    """A real converter output with the f0cal_google-coral_20 shape: full-integer weights and
+    activations but float input and output. The old rule put everything on the CPU."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    inp = keras.Input((16, 16, 3), batch_size=1)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inp)
+    out = keras.layers.Dense(4, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, out))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    converter.representative_dataset = lambda: (
+        [rng.random((1, 16, 16, 3), dtype=np.float32)] for _ in range(8))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    f = tmp_path / "float_io.tflite"
+    f.write_bytes(converter.convert())
+    ops = analyse(load_tflite(f))["ops"]
+    assert (ops[0]["op"], ops[0]["placement"], ops[0]["reason"]) == (
+        "QUANTIZE", "cpu", UNSPECIFIED)
+    assert (ops[-1]["op"], ops[-1]["placement"], ops[-1]["reason"]) == (
+        "DEQUANTIZE", "cpu", DATA_TYPE)
+    assert len(ops) > 3 and all(o["placement"] == "tpu" for o in ops[1:-1])
