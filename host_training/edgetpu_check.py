@@ -6,9 +6,10 @@ than 1, and the supported-ops table with each op's restrictions. Reasons use the
 own words.
 
 The partition rule works on the graph (which op reads which tensor), not on file order. The
-compiler splits the graph the way TFLite's delegate partitioner does: repeatedly take every op
-whose inputs are ready and whose kind (mappable or not) matches the first such op, until none
-is left. Without `-a` it keeps only the first mappable run as its single Edge TPU segment, so:
+compiler's placements fit TFLite's delegate partitioner (the compiler is closed source, so this
+is inferred from its output): repeatedly take every op whose inputs are ready and whose kind
+(mappable or not) matches the first such op, until none is left. Without `-a` only the first
+mappable run becomes the single Edge TPU segment, so:
 
 - unmappable ops at the inputs (CAST, a float QUANTIZE) run first on the CPU and do not end
   the segment;
