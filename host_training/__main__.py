@@ -20,7 +20,9 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     augment = {k: v for k, v in {
         "rotation": a.rotation, "rot90": a.rot90, "zoom": a.zoom, "translate": a.translate,
-        "brightness": a.brightness, "contrast": a.contrast, "flip": a.flip}.items()
+        "brightness": a.brightness, "contrast": a.contrast, "flip": a.flip,
+        "perspective": a.perspective, "white_balance": a.white_balance, "glare": a.glare,
+        "blur": a.blur, "noise": a.noise, "jpeg": a.jpeg, "paste": a.paste}.items()
         if v is not None}
     s = make_settings(
         augment=augment or None,
@@ -33,13 +35,26 @@ def cmd_train(a: argparse.Namespace) -> int:
         feature_copies=a.feature_copies, max_int8_drop=a.max_int8_drop,
         representative_count=a.representative_count, golden_per_class=a.golden_per_class,
         learning_rate=a.learning_rate, fine_tune_learning_rate=a.fine_tune_learning_rate,
-        patience=a.patience)
+        patience=a.patience, negatives=a.negatives, boxes=a.boxes,
+        max_false_accept=a.max_false_accept, ood=a.ood, ood_keep=a.ood_keep,
+        epoch_samples=a.epoch_samples, negative_eval=a.negative_eval,
+        loso=False if a.no_loso else None)
     manifest = run_training(s)
     m = manifest["metrics"]
     print(summary_table(m["float"], m["int8"]))
     print(f"\nfloat {m['float']['accuracy']:.4f} | int8 {m['int8']['accuracy']:.4f} | "
           f"agreement {m['agreement']:.4f} | Edge TPU (predicted): "
           f"{manifest['edgetpu_check']['verdict']} | bundle {s.out}")
+    o = manifest["open_set"]
+    ours = o["validation"]["ours"]
+    neg = o["validation_negatives"].get("ours", {})
+    print(f"operating point: accepted right {ours['accepted_right']:.4f} | accepted as a "
+          f"wrong value {ours['accepted_wrong']:.4f} | validation negatives accepted "
+          f"{neg.get('false_accept')} | negative set accepted "
+          f"{o['negative_set'].get('ours', {}).get('false_accept')}")
+    if not manifest["decision"]["background_labels"]:
+        log.warning("this bundle has no reject path for things that are not one of its "
+                    "classes: train with --negatives DIR (and --boxes FILE) to give it one")
     if not a.no_compile:
         from host_training.compiler import compile_model, find_compiler
 
@@ -99,17 +114,41 @@ def cmd_compile(a: argparse.Namespace) -> int:
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from host_training.evaluate import evaluate_model
 
-    result = evaluate_model(Path(a.model), Path(a.data), Path(a.labels) if a.labels else None)
+    result = evaluate_model(Path(a.model), Path(a.data) if a.data else None,
+                            Path(a.labels) if a.labels else None,
+                            Path(a.negatives) if a.negatives else None)
     if a.json:
         print(json.dumps(result))
-    else:
-        print(f"accuracy {result['accuracy']:.4f} on {result['n']} images")
+        return 0
+    if not result["has_decision"]:
+        log.warning("%s has no decision section: no reject path; judged as top-1 >= 0.7 and "
+                    "not background", a.model)
+    d = result["decision"]
+    if "negatives" in result:
+        print(f"negatives: {result['negatives']['false_accept']:.4f} accepted as a note "
+              f"(n={result['negatives']['n_negatives']})")
+    if result.get("n"):
+        print(f"accuracy {result['accuracy']:.4f} on {result['n']} images | accepted right "
+              f"{d['accepted_right']:.4f}, as a wrong value {d['accepted_wrong']:.4f}, "
+              f"rejected {d['rejected_notes']:.4f}")
         for c, r in result["per_class"].items():
             print(f"  {c:20s} precision {r['precision']:.3f} recall {r['recall']:.3f} "
                   f"(n={r['support']})")
         print("confusion matrix (rows true, columns predicted):")
         for c, row in zip(result["labels"], result["confusion_matrix"], strict=True):
             print(f"  {c:20s} {row}")
+    return 0
+
+
+def cmd_negative_set(a: argparse.Namespace) -> int:
+    from host_training.negset import build_from_folders, build_negative_set
+
+    if a.sources:
+        counts = build_from_folders(Path(a.out), [Path(f) for f in a.sources], a.views, a.seed)
+    else:
+        counts = build_negative_set(Path(a.out), views=a.views, seed=a.seed)
+    print(f"negative set written to {a.out}: " + ", ".join(f"{k} {v}" for k, v in
+                                                          counts.items()))
     return 0
 
 
@@ -173,6 +212,39 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--contrast", type=float, help="max contrast change (0.3)")
     g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="random horizontal flips (off: a mirrored note never occurs)")
+    g.add_argument("--perspective", type=float, help="max perspective corner shift (0.08)")
+    g.add_argument("--white_balance", "--white-balance", dest="white_balance", type=float,
+                   help="max per-channel gain change (0.15)")
+    g.add_argument("--glare", type=float, help="probability of a glare spot (0.2)")
+    g.add_argument("--blur", type=float, help="probability of focus/motion blur (0.3)")
+    g.add_argument("--noise", type=float, help="max sensor noise std (6)")
+    g.add_argument("--jpeg", type=float, help="probability of JPEG re-compression (0.4)")
+    g.add_argument("--paste", type=float,
+                   help="probability a note crop is pasted onto another background (0.5)")
+    o = t.add_argument_group("open world: what the bundle refuses")
+    o.add_argument("--negatives", type=Path,
+                   help="folder of images that are none of the classes (empty slot, hands, "
+                        "other currencies, anything): trained as a 'background' class")
+    o.add_argument("--boxes", type=Path,
+                   help="CSV of the note's box per image (file,x_center,y_center,width,height, "
+                        "YOLO-normalised): trains on the note cropped to its box too, and "
+                        "mines negatives from the frames with the note cut out")
+    o.add_argument("--max_false_accept", "--max-false-accept", dest="max_false_accept",
+                   type=float, help="per-class false-accept rate on validation the class "
+                                    "thresholds are chosen for (default 0.005)")
+    o.add_argument("--ood", choices=["class_mean_cosine", "max_softmax", "none"],
+                   help="out-of-distribution score (default class_mean_cosine: a second "
+                        "model output, on the Edge TPU)")
+    o.add_argument("--ood_keep", "--ood-keep", dest="ood_keep", type=float,
+                   help="share of correctly classified validation notes the OOD threshold "
+                        "keeps (default 0.99)")
+    o.add_argument("--negative_eval", "--negative-eval", dest="negative_eval", type=Path,
+                   help="negative set for the report only (never trained or calibrated on); "
+                        "subfolders are reported as groups")
+    o.add_argument("--no_loso", "--no-loso", dest="no_loso", action="store_true",
+                   help="skip the leave-one-series-out figures")
+    t.add_argument("--epoch_samples", "--epoch-samples", dest="epoch_samples", type=int,
+                   help="samples per fine-tuning epoch (default: the whole training pool)")
     t.add_argument("--no_compile", "--no-compile", dest="no_compile", action="store_true",
                    help="do not run edgetpu_compiler at the end")
     t.set_defaults(func=cmd_train)
@@ -199,9 +271,22 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="accuracy of a bundle or .tflite on a class-folder dataset")
     e.add_argument("--model", required=True, help="bundle folder or .tflite")
     e.add_argument("--labels", help="labels file for a bare .tflite")
-    e.add_argument("--data", required=True, help="folder with one subfolder per class")
+    e.add_argument("--data", help="folder with one subfolder per class")
+    e.add_argument("--negatives", help="folder of images that are none of the classes: "
+                                       "reports how many the bundle accepts")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
+
+    n = sub.add_parser("negative-set", help="assemble the negative evaluation set (photos "
+                                            "from scikit-image, scikit-learn and Coral, "
+                                            "synthetic foreign notes) with its sources")
+    n.add_argument("out", help="output folder")
+    n.add_argument("--views", type=int, default=4, help="views per photo (default 4)")
+    n.add_argument("--from", dest="sources", nargs="+", metavar="DIR",
+                   help="instead: whole images and crops of every photo in these folders "
+                        "(e.g. wallpapers, for --negatives)")
+    n.add_argument("--seed", type=int, default=0)
+    n.set_defaults(func=cmd_negative_set)
 
     d = sub.add_parser("demo-data", help="write the synthetic 'notes in a slot' dataset")
     d.add_argument("out", help="output folder")

@@ -1,7 +1,8 @@
-"""Evaluate an int8 TFLite model with the device's own classifier code path."""
+"""Evaluate an int8 TFLite model with the device's own classifier code path and reject rule."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +10,19 @@ from tqdm import tqdm
 
 from device.bundle import load_bundle
 from device.inference import TFLiteClassifier
+from device.openset import fallback_point, operating_point, read_outputs
 from device.runtimes import cpu_interpreter
-from host_training import metrics
+from host_training import calibrate, metrics
 from host_training.dataset import DatasetError, load_dataset
 
 
-def open_classifier(model_path: Path, labels: Path | None = None,
-                    num_threads: int = 2) -> TFLiteClassifier:
+def open_classifier(model_path: Path, labels: Path | None = None, num_threads: int = 2,
+                    outputs: list[str] | None = None) -> TFLiteClassifier:
+    """The device's CPU classifier for a bundle, or a bare .tflite (whose output names,
+    when it has several, are given as `outputs`)."""
     bundle = load_bundle(model_path, labels)
+    if outputs is not None and Path(model_path).is_file():
+        bundle = replace(bundle, outputs=tuple(outputs))
     interpreter, runtime = cpu_interpreter(str(bundle.cpu_model), num_threads)
     return TFLiteClassifier(interpreter, bundle, "cpu", runtime, top_k=1)
 
@@ -26,15 +32,57 @@ def tflite_scores(clf: TFLiteClassifier, images: np.ndarray, desc: str = "int8 e
     return np.stack([clf.scores(img) for img in tqdm(images, desc=desc, unit="img", leave=False)])
 
 
-def evaluate_model(model_path: Path, data: Path, labels: Path | None = None) -> dict:
-    """`coral-train evaluate`: accuracy, per-class report and confusion matrix."""
+def tflite_outputs(clf: TFLiteClassifier, images, desc: str = "int8 eval") -> list[np.ndarray]:
+    """Every dequantized output for every image: one N x n array per model output."""
+    rows = []
+    for img in tqdm(images, desc=desc, unit="img", leave=False):
+        clf.infer(img)
+        rows.append(read_outputs(clf.interpreter))
+    k = len(clf.interpreter.get_output_details())
+    if not rows:
+        return [np.zeros((0, len(clf.bundle.labels)), np.float32) for _ in range(k)]
+    return [np.stack([r[i] for r in rows]) for i in range(k)]
+
+
+def evaluate_model(model_path: Path, data: Path | None, labels: Path | None = None,
+                   negatives: Path | None = None) -> dict:
+    """`coral-train evaluate`: top-1 accuracy, per-class report and confusion matrix, and what
+    the bundle's operating point (device.openset.judge) accepts, on a class-folder dataset
+    and/or a folder of negatives."""
+    if data is None and negatives is None:
+        raise DatasetError("give --data (a class-folder dataset) and/or --negatives (a folder "
+                           "of images that are none of the classes)")
     clf = open_classifier(model_path, labels)
     names = clf.bundle.labels
-    ds = load_dataset(data, clf.width, clf.resize_policy, class_names=names)
-    if len(set(ds.labels.tolist())) == 0:
-        raise DatasetError(f"{data}: no images of the model's classes {list(names)}")
-    pred = tflite_scores(clf, ds.images).argmax(1)
-    out = metrics.report(ds.labels, pred, names)
-    out["model"] = {"name": clf.bundle.name, "sha256": clf.bundle.sha256}
-    out["skipped"] = list(ds.skipped)
+    point = operating_point(clf.bundle.manifest)
+    has_decision = point is not None
+    point = point or fallback_point(names)
+    never = [*point.background_labels, *point.unknown_labels]
+    out: dict = {"model": {"name": clf.bundle.name, "sha256": clf.bundle.sha256},
+                 "has_decision": has_decision, "operating_point": point.model_dump(mode="json")}
+    if data is not None:
+        ds = load_dataset(data, clf.width, clf.resize_policy, class_names=names)
+        if len(set(ds.labels.tolist())) == 0:
+            raise DatasetError(f"{data}: no images of the model's classes {list(names)}")
+        outs = tflite_outputs(clf, ds.images)
+        out.update(metrics.report(ds.labels, outs[0].argmax(1), names))
+        out["skipped"] = list(ds.skipped)
+        verdicts = calibrate.judge_all(point, names, outs)
+        out["decision"] = calibrate.decision_report(verdicts, ds.labels, names, never)
+        out["accepted"] = [v.accepted for v in verdicts]
+    if negatives is not None:
+        from host_training.samples import load_negatives
+
+        pool = load_negatives(negatives, clf.width, -1, by_folder=True)
+        images, _ = pool.arrays(clf.width)
+        verdicts = calibrate.judge_all(point, names, tflite_outputs(clf, images, "negatives"))
+        rep = calibrate.decision_report(verdicts, np.full(len(verdicts), -1), names, never)
+        groups = np.asarray(pool.series)
+        acc = np.array([v.accepted for v in verdicts])
+        rep["by_group"] = {g: {"n": int((groups == g).sum()),
+                               "false_accept": float(acc[groups == g].mean())}
+                           for g in sorted(set(groups))}
+        out["negatives"] = rep
+    if "decision" not in out:
+        out["decision"] = {}
     return out

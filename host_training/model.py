@@ -26,6 +26,14 @@ from host_training.settings import Augment, TrainSettings
 log = logging.getLogger(__name__)
 
 
+class L2Normalize(keras.layers.Layer):
+    """Unit-length features; converts to one L2_NORMALIZATION op (on the Edge TPU), where
+    keras.layers.UnitNormalization becomes float SQUARE/SUM/RSQRT ops on the CPU."""
+
+    def call(self, x):
+        return tf.nn.l2_normalize(x, axis=-1)
+
+
 @dataclass
 class Built:
     """The parts of the model that the phases need to reach."""
@@ -34,6 +42,7 @@ class Built:
     base: keras.Model
     extractor: keras.Model  # input -> pooled features
     head: keras.Model  # pooled features -> softmax (shares the Dense layer with model)
+    similarity: keras.Model | None = None  # input -> cosine to each class mean (set later)
 
 
 @dataclass
@@ -83,6 +92,36 @@ def build_model(n_classes: int, s: TrainSettings) -> Built:
     return Built(model, base, extractor, head)
 
 
+def class_means(features: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """n x d: the unit-length mean of each class's unit-length features (zeros for a class
+    without samples, so its similarity is 0 and the OOD rule rejects it)."""
+    f = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    means = np.zeros((n, f.shape[1]), np.float32)
+    for c in range(n):
+        if (labels == c).any():
+            m = f[labels == c].mean(0)
+            means[c] = m / max(float(np.linalg.norm(m)), 1e-12)
+    return means
+
+
+def add_similarity(built: Built, means: np.ndarray) -> keras.Model:
+    """The model for export: [cosine similarity to each class mean, class scores].
+
+    The similarity head is an L2 normalisation and a bias-free Dense whose kernel is the
+    class means, so it runs on the Edge TPU with the rest. The outputs are listed in the
+    reverse of the bundle's order because the TFLite converter reverses them; quantize()
+    checks the result.
+    """
+    inputs = built.model.inputs[0]
+    pooled = built.extractor(inputs)
+    sim_layer = keras.layers.Dense(means.shape[0], use_bias=False, name="similarity",
+                                   trainable=False)
+    sims = sim_layer(L2Normalize(name="unit")(pooled))
+    sim_layer.set_weights([means.T.astype(np.float32)])
+    built.similarity = keras.Model(inputs, sims, name="similarity")
+    return keras.Model(inputs, [sims, built.model(inputs)], name="classifier_ood")
+
+
 def augmenter(a: Augment, seed: int) -> keras.Sequential:
     """The augmentation layers (active only when called with training=True)."""
     layers = []
@@ -127,23 +166,43 @@ def _batches(images: np.ndarray, labels: np.ndarray | None, s: TrainSettings,
     return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
+@dataclass
+class Extras:
+    """What the numpy augmentation needs besides the images: each sample's kind (a 'crop'
+    may be pasted onto a background), the note's aspect, and the backgrounds to paste on."""
+
+    kinds: list[str]
+    aspects: np.ndarray
+    backgrounds: np.ndarray | None
+
+    def take(self, idx) -> Extras:
+        return Extras([self.kinds[i] for i in idx], self.aspects[idx], self.backgrounds)
+
+
 def extract_features(built: Built, images: np.ndarray, s: TrainSettings, augment: bool,
-                     desc: str) -> np.ndarray:
-    """Pooled base features for every image, with a progress bar.
+                     desc: str, extras: Extras | None = None, seed: int = 0,
+                     model: keras.Model | None = None) -> np.ndarray:
+    """Pooled base features (or `model`'s output) for every image, with a progress bar.
 
     Batches are sliced from numpy directly: a tf.data pipeline would embed the whole
     image array in a new graph on every call, which costs more than the pass itself.
     """
-    aug = augmenter(s.augment, s.seed) if augment else None
-    augment_fn = tf.function(lambda x: _augment_batch(aug, s.augment, x)) if augment else None
-    extract = tf.function(lambda x: built.extractor(x, training=False))
+    from host_training.augment import augment_batch
+
+    rng = np.random.default_rng(seed)
+    net = model or built.extractor
+    extract = tf.function(lambda x: net(x, training=False))
     out = []
     for i in tqdm(range(0, len(images), s.batch_size), desc=desc, unit="batch", leave=False):
-        x = tf.cast(tf.convert_to_tensor(images[i : i + s.batch_size]), tf.float32)
-        if augment_fn is not None:
-            x = augment_fn(x)
-        out.append(extract(x).numpy())
-    return np.concatenate(out) if out else np.zeros((0, built.head.input_shape[-1]), np.float32)
+        batch = images[i : i + s.batch_size]
+        if augment:
+            e = extras.take(np.arange(i, i + len(batch))) if extras is not None else None
+            batch = augment_batch(batch, s.augment, rng, e.kinds if e else None,
+                                  e.aspects if e else None, e.backgrounds if e else None)
+        out.append(extract(tf.cast(tf.convert_to_tensor(batch), tf.float32)).numpy())
+    if out:
+        return np.concatenate(out)
+    return np.zeros((0, int(net.output_shape[-1])), np.float32)
 
 
 def _onehot(labels: np.ndarray, n: int) -> np.ndarray:
@@ -163,27 +222,31 @@ def _fit_log(phase: str):
 
 def train_head(built: Built, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
                val_y: np.ndarray, n: int, s: TrainSettings, weights: dict | None,
-               history: History) -> None:
+               history: History, extras: Extras | None = None) -> dict | None:
     """Phase 1: cached features (1 clean + feature_copies augmented per image) -> head.
 
     Skipped without pretrained weights: a random base's features are not worth caching.
+    Returns the cache {"train": [views], "val": features} for the leave-one-series-out
+    figures, or None.
     """
     import time
 
     if not s.pretrained:
         log.info("no pretrained weights: skipping the frozen phase; the whole network trains")
-        return
+        return None
     t0 = time.perf_counter()
     feats = [extract_features(built, train_x, s, False, "features (clean)")]
     for i in range(s.feature_copies):
         feats.append(extract_features(built, train_x, s, True,
-                                      f"features (augmented {i + 1}/{s.feature_copies})"))
+                                      f"features (augmented {i + 1}/{s.feature_copies})",
+                                      extras, seed=s.seed + 1 + i))
     f_train = np.concatenate(feats)
     y_train = np.tile(train_y, len(feats))
     f_val = extract_features(built, val_x, s, False, "features (validation)")
     history.seconds["feature_cache"] = time.perf_counter() - t0
+    cache = {"train": feats, "val": f_val}
     if s.epochs == 0:
-        return
+        return cache
     built.head.compile(optimizer=keras.optimizers.Adam(s.learning_rate), loss=_loss(s),
                        metrics=["accuracy"])
     t0 = time.perf_counter()
@@ -196,6 +259,7 @@ def train_head(built: Built, train_x: np.ndarray, train_y: np.ndarray, val_x: np
     history.seconds["head"] = time.perf_counter() - t0
     history.seconds["head_per_epoch"] = history.seconds["head"] / len(h.history["loss"])
     history.phases["head"] = {k: [float(v) for v in vs] for k, vs in h.history.items()}
+    return cache
 
 
 def _layer_index(base: keras.Model, which: int | str) -> int:
@@ -208,9 +272,28 @@ def _layer_index(base: keras.Model, which: int | str) -> int:
                      f"(e.g. block_13_expand, or an index 0..{len(base.layers) - 1})")
 
 
+def _stream(images: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainSettings,
+            extras: Extras | None, steps: int):
+    """Endless (x, y, sample_weight) batches, freshly augmented, `steps` per epoch."""
+    from host_training.augment import augment_batch
+
+    rng = np.random.default_rng(s.seed)
+    order: list[int] = []
+    while True:
+        for _ in range(steps):
+            if len(order) < s.batch_size:
+                order.extend(rng.permutation(len(images)).tolist())
+            idx = np.asarray(order[: s.batch_size])
+            del order[: s.batch_size]
+            e = extras.take(idx) if extras is not None else None
+            x = augment_batch(images[idx], s.augment, rng, e.kinds if e else None,
+                              e.aspects if e else None, e.backgrounds if e else None)
+            yield x.astype(np.float32), y[idx], w[idx]
+
+
 def fine_tune(built: Built, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
               val_y: np.ndarray, n: int, s: TrainSettings, weights: dict | None,
-              history: History) -> None:
+              history: History, extras: Extras | None = None) -> None:
     """Phase 2: unfreeze the base from a layer on; low learning rate; BN in inference mode."""
     import time
 
@@ -232,12 +315,16 @@ def fine_tune(built: Built, train_x: np.ndarray, train_y: np.ndarray, val_x: np.
              s.ft_lr)
     built.model.compile(optimizer=keras.optimizers.Adam(s.ft_lr), loss=_loss(s),
                         metrics=["accuracy"])
-    train = _batches(train_x, _onehot(train_y, n), s, augment=True, shuffle=True)
+    samples = s.epoch_samples or len(train_x)
+    steps = max(1, -(-samples // s.batch_size))
+    sample_w = np.asarray([weights.get(int(c), 1.0) if weights else 1.0 for c in train_y],
+                          np.float32)
+    train = _stream(train_x, _onehot(train_y, n), sample_w, s, extras, steps)
     val = _batches(val_x, _onehot(val_y, n), s, augment=False, shuffle=False)
     t0 = time.perf_counter()
     warnings.filterwarnings("ignore", message=".*shuffle=True. was passed")
     h = built.model.fit(
-        train, validation_data=val, epochs=s.fine_tune_epochs, class_weight=weights, verbose=0,
+        train, validation_data=val, epochs=s.fine_tune_epochs, steps_per_epoch=steps, verbose=0,
         callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=s.patience,
                                                  restore_best_weights=True), _fit_log("fine-tune")])
     history.seconds["fine_tune"] = time.perf_counter() - t0

@@ -10,15 +10,19 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from device.bundle import CPU_MODEL, LABELS, write_manifest
 from device.errors import CoralError
-from host_training import metrics, report
+from device.openset import OperatingPoint, read_outputs
+from host_training import calibrate, metrics, report
 from host_training.dataset import (
     Dataset,
     class_weights,
@@ -26,7 +30,19 @@ from host_training.dataset import (
     stratified_sample,
     stratified_split,
 )
-from host_training.evaluate import open_classifier, tflite_scores
+from host_training.evaluate import open_classifier
+from host_training.samples import (
+    CROP,
+    FRAME,
+    MINED,
+    NEGATIVE,
+    Pool,
+    load_negatives,
+    mine,
+    read_boxes,
+    series_of,
+    split_pool,
+)
 from host_training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -87,57 +103,156 @@ def _settings_dict(s: TrainSettings) -> dict:
     return d
 
 
+@dataclass
+class OpenSet:
+    """Everything beyond the whole frames: the class list with its background class, the
+    training pool (crops, mined and folder negatives) and the validation negatives."""
+
+    class_names: tuple[str, ...]
+    background: str | None
+    train_pool: Pool
+    val_pool: Pool
+
+
+def load_open_set(s: TrainSettings, train: Dataset, val: Dataset) -> OpenSet:
+    """Crops and negatives from --boxes and --negatives (none without them)."""
+    names = train.class_names
+    if not (s.boxes or s.negatives):
+        return OpenSet(names, None, Pool.empty(), Pool.empty())
+    if s.background_label not in names:
+        names = (*names, s.background_label)
+    bg = names.index(s.background_label)
+    train_pool, val_pool = Pool.empty(), Pool.empty()
+    if s.boxes:
+        boxes = read_boxes(s.boxes)
+        train_pool = mine(train.paths, train.labels, boxes, s.input_size, bg, s.seed)
+        mined_val = mine(val.paths, val.labels, boxes, s.input_size, bg, s.seed + 1)
+        for i, k in enumerate(mined_val.kinds):  # validation keeps whole frames as notes
+            if k != CROP:
+                val_pool.add(mined_val.images[i], mined_val.labels[i], k, mined_val.series[i])
+    if s.negatives:
+        neg_train, neg_val = split_pool(load_negatives(s.negatives, s.input_size, bg),
+                                        s.val_split, s.seed)
+        for src, dst in ((neg_train, train_pool), (neg_val, val_pool)):
+            for i in range(len(src)):
+                dst.add(src.images[i], src.labels[i], src.kinds[i], src.series[i])
+    log.info("open set: train pool %s | validation negatives %d",
+             {k: train_pool.kinds.count(k) for k in sorted(set(train_pool.kinds))},
+             len(val_pool))
+    return OpenSet(names, s.background_label, train_pool, val_pool)
+
+
+def _outputs(clf, images: np.ndarray, desc: str) -> list[np.ndarray]:
+    """Every dequantized output of the int8 model for each image (N x n per output)."""
+    rows = []
+    for img in tqdm(images, desc=desc, unit="img", leave=False):
+        clf.infer(img)
+        rows.append(read_outputs(clf.interpreter))
+    if not rows:
+        n = len(clf.bundle.labels)
+        k = len(clf.interpreter.get_output_details())
+        return [np.zeros((0, n), np.float32) for _ in range(k)]
+    return [np.stack([r[k] for r in rows]) for k in range(len(rows[0]))]
+
+
 def run_training(s: TrainSettings) -> dict:
     """Train, quantize, evaluate and write the bundle at s.out. Returns the manifest."""
     started = datetime.now(UTC)
     train, val = load_splits(s)  # before TensorFlow's import: a bad dataset fails fast
+    opens = load_open_set(s, train, val)
+    negative_eval = (load_negatives(s.negative_eval, s.input_size, -1, by_folder=True)
+                     if s.negative_eval else None)
 
     from host_training import model as M
     from host_training.quantize import quantize
 
-    n = len(train.class_names)
-    log.info("train %s | val %s", train.counts(), val.counts())
+    names = opens.class_names
+    n = len(names)
+    pool_x, pool_y = opens.train_pool.arrays(s.input_size)
+    train_x = np.concatenate([train.images, pool_x])
+    train_y = np.concatenate([train.labels, pool_y])
+    kinds = [FRAME] * len(train.labels) + opens.train_pool.kinds
+    series = [series_of(p) for p in train.paths] + opens.train_pool.series
+    aspects = np.asarray([0.0] * len(train.labels) + opens.train_pool.aspects, np.float32)
+    bg_kinds = (MINED, NEGATIVE)
+    backgrounds = [img for img, k in zip(opens.train_pool.images, opens.train_pool.kinds,
+                                         strict=True) if k in bg_kinds]
+    extras = M.Extras(kinds, aspects, np.stack(backgrounds) if backgrounds else None)
+    vneg_x, vneg_y = opens.val_pool.arrays(s.input_size)
+    val_x = np.concatenate([val.images, vneg_x])
+    val_y = np.concatenate([val.labels, vneg_y])
+    if opens.background is None:
+        log.warning("no negatives (--negatives) and no boxes (--boxes): the model has no "
+                    "background class and its reject path has never seen anything that is "
+                    "not one of its classes; it will take such things for a class")
+    log.info("train %s + pool %d | val %s + negatives %d", train.counts(), len(pool_y),
+             val.counts(), len(vneg_y))
     built = M.build_model(n, s)
-    weights = class_weights(train.labels, n) if s.class_weights else None
+    weights = class_weights(train_y, n) if s.class_weights else None
     history = M.History()
-    M.train_head(built, train.images, train.labels, val.images, val.labels, n, s, weights,
-                 history)
-    M.fine_tune(built, train.images, train.labels, val.images, val.labels, n, s, weights,
-                history)
+    cache = M.train_head(built, train_x, train_y, val_x, val_y, n, s, weights, history, extras)
+    M.fine_tune(built, train_x, train_y, val_x, val_y, n, s, weights, history, extras)
 
     float_pred = M.predict(built.model, val.images, s).argmax(1)
-    rep = stratified_sample(train.labels, s.representative_count, s.seed)
+    export, outputs = built.model, ["scores"]
+    if s.ood == "class_mean_cosine":
+        sample = stratified_sample(train_y, 3000, s.seed)
+        feats = M.extract_features(built, train_x[sample], s, False, "class means")
+        export = M.add_similarity(built, M.class_means(feats, train_y[sample], n))
+        outputs = ["scores", "similarity"]
+    rep = stratified_sample(train_y, s.representative_count, s.seed)
     if len(rep) < 100:
         log.warning("only %d training images for int8 calibration (100+ recommended)", len(rep))
-    tflite = quantize(built.model, train.images[rep])
+    tflite = quantize(export, train_x[rep])
 
     out = Path(s.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (stage / CPU_MODEL).write_bytes(tflite)
-        (stage / LABELS).write_text("\n".join(train.class_names) + "\n")
-        clf = open_classifier(stage / CPU_MODEL, stage / LABELS)
-        scores = tflite_scores(clf, val.images)
+        (stage / LABELS).write_text("\n".join(names) + "\n")
+        clf = open_classifier(stage / CPU_MODEL, stage / LABELS, outputs=outputs)
+        val_out = _outputs(clf, val_x, "int8 eval")
+        scores = val_out[0][: len(val.labels)]
         int8_pred = scores.argmax(1)
-        float_m = metrics.report(val.labels, float_pred, train.class_names)
-        int8_m = metrics.report(val.labels, int8_pred, train.class_names)
+        float_m = metrics.report(val.labels, float_pred, names)
+        int8_m = metrics.report(val.labels, int8_pred, names)
         agree = metrics.agreement(float_pred, int8_pred)
+        background = [opens.background] if opens.background else []
+        unknown = [lb for lb in names if lb.lower() in ("unknown", "other")]
+        point = calibrate.calibrate(val_out, val_y, names, background, unknown, s.ood,
+                                    s.ood_keep, s.max_false_accept)
+        neg_out = _outputs(clf, negative_eval.images, "negative set") if negative_eval else None
+        openset = _open_set_figures(point, names, val_out, val_y, len(val.labels), neg_out,
+                                    negative_eval, s)
+        calibrate.plot_curves(val_out, val_y, names, point, neg_out,
+                              stage / "operating_curves.png")
+        if cache is not None and s.loso:
+            openset["loso"] = _loso(cache, train_y, series, kinds, val, names, s)
         golden = _golden(clf, val, scores, s.golden_per_class, stage)
         attribution = _copy_attribution(s, stage)
         report.plot_curves(history.phases, stage / "training_curves.png")
-        report.plot_confusion(int8_m["confusion_matrix"], list(train.class_names),
-                              stage / "confusion_matrix.png", "int8 model, validation")
+        report.plot_confusion(openset["validation_all"]["confusion"],
+                              stage / "confusion_matrix.png",
+                              "int8 model + operating point, validation")
         manifest = {
             "name": s.bundle_name,
             "version": s.version or started.strftime("%Y%m%d%H%M%S"),
-            "labels": list(train.class_names),
+            "labels": list(names),
             "input": {"width": s.input_size, "height": s.input_size, "channels": 3,
                       "resize": s.resize, "colour_order": "RGB", "dtype": "uint8"},
+            "outputs": outputs,
+            "decision": point.model_dump(mode="json"),
             "architecture": f"MobileNetV2 alpha {s.alpha}",
             "metrics": {"float": float_m, "int8": int8_m, "agreement": agree},
+            "open_set": openset,
             "dataset": {"source": str(s.data), "val_source": str(s.val_data or "split"),
                         "train": train.counts(), "val": val.counts(),
+                        "pool": {k: opens.train_pool.kinds.count(k)
+                                 for k in sorted(set(opens.train_pool.kinds))},
+                        "val_negatives": len(vneg_y),
+                        "negatives": str(s.negatives) if s.negatives else None,
+                        "boxes": str(s.boxes) if s.boxes else None,
                         "skipped": [*train.skipped, *val.skipped], "attribution": attribution},
             "training": {"settings": _settings_dict(s), "seconds": history.seconds,
                          "history": history.phases, "started": started.isoformat()},
@@ -166,6 +281,69 @@ def run_training(s: TrainSettings) -> dict:
         shutil.rmtree(stage, ignore_errors=True)
     log.info("bundle written to %s", out)
     return manifest
+
+
+def _open_set_figures(point: OperatingPoint, names, val_out, val_y, n_frames: int,
+                      neg_out, negative_eval: Pool | None, s: TrainSettings) -> dict:
+    """The operating point against two baselines (top-1 >= 0.7; max-softmax calibrated the
+    same way) on the validation frames, the validation negatives and the negative set."""
+    never = [*point.background_labels, *point.unknown_labels]
+    points = {"ours": point,
+              "max_softmax": calibrate.calibrate(
+                  val_out, val_y, names, point.background_labels, point.unknown_labels,
+                  "max_softmax", s.ood_keep, s.max_false_accept),
+              "top1_0.7": OperatingPoint(background_labels=point.background_labels,
+                                         unknown_labels=point.unknown_labels)}
+    fig: dict = {"validation": {}, "validation_negatives": {}, "negative_set": {},
+                 "ood_kind": point.ood.kind if point.ood else "none"}
+    frames = [o[:n_frames] for o in val_out]
+    negs = [o[n_frames:] for o in val_out]
+    for key, pt in points.items():
+        v = calibrate.judge_all(pt, names, frames)
+        fig["validation"][key] = calibrate.decision_report(v, val_y[:n_frames], names, never)
+        if len(negs[0]):
+            v = calibrate.judge_all(pt, names, negs)
+            fig["validation_negatives"][key] = calibrate.decision_report(
+                v, val_y[n_frames:], names, never)
+        if neg_out is not None and negative_eval is not None and len(neg_out[0]):
+            v = calibrate.judge_all(pt, names, neg_out)
+            y = np.full(len(v), calibrate.NOT_A_CLASS)
+            rep = calibrate.decision_report(v, y, names, never)
+            groups = np.asarray(negative_eval.series)
+            acc = np.array([x.accepted for x in v])
+            rep["by_group"] = {g: {"n": int((groups == g).sum()),
+                                   "false_accept": float(acc[groups == g].mean())}
+                               for g in sorted(set(groups))}
+            fig["negative_set"][key] = rep
+    v = calibrate.judge_all(point, names, val_out)
+    fig["validation_all"] = calibrate.decision_report(v, val_y, names, never)
+    fig["ood_auroc"] = {}
+    for kind in ("max_softmax", "class_mean_cosine")[: len(val_out)]:
+        scores = val_out[0][:n_frames]
+        correct = scores.argmax(1) == val_y[:n_frames]
+        inside = calibrate.ood_values(kind, frames)[correct]
+        outside = calibrate.ood_values(kind, neg_out) if neg_out is not None else np.zeros(0)
+        fig["ood_auroc"][kind] = calibrate.auroc(inside, outside)
+    fig["thresholds"] = {k: p.model_dump(mode="json") for k, p in points.items()}
+    return fig
+
+
+def _loso(cache: dict, train_y: np.ndarray, series: list[str], kinds: list[str], val: Dataset,
+          names, s: TrainSettings) -> dict:
+    """Leave-one-series-out with a linear head on the frozen ImageNet features (the cache of
+    the head phase): what another camera would see, without three more fine-tunings."""
+    frames = np.asarray([k == FRAME for k in kinds])
+    test_feats = np.concatenate([cache["train"][0][frames], cache["val"][: len(val.labels)]])
+    test_labels = np.concatenate([train_y[frames], val.labels])
+    test_series = [sr for sr, f in zip(series, frames, strict=True) if f] + \
+        [series_of(p) for p in val.paths]
+    same = np.r_[np.zeros(int(frames.sum()), bool), np.ones(len(val.labels), bool)]
+    t0 = time.perf_counter()
+    out = calibrate.loso(cache["train"], train_y, series, kinds, test_feats, test_labels,
+                         test_series, names, s.seed, same_series=same)
+    log.info("leave-one-series-out (head on frozen features) in %.0f s: %s",
+             time.perf_counter() - t0, {k: v["accuracy"] for k, v in out.items()})
+    return out
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -19,18 +19,46 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 
-def fixed_batch(model: keras.Model) -> keras.Model:
-    """The same model with its batch dimension fixed to 1."""
-    inp = keras.Input(model.input_shape[1:], batch_size=1, name="image")
-    return keras.Model(inp, model(inp, training=False), name=model.name)
+SOFTMAX_SCALE = 1 / 256  # what the converter gives every uint8 softmax output
+
+
+def fixed_batch(model: keras.Model, reverse: bool = False) -> keras.Model:
+    """The same model with its batch dimension fixed to 1 (outputs reversed if asked)."""
+    shape = model.inputs[0].shape[1:]
+    inp = keras.Input(shape, batch_size=1, name="image")
+    out = model(inp, training=False)
+    if reverse and isinstance(out, list | tuple):
+        out = list(out)[::-1]
+    return keras.Model(inp, out, name=model.name)
+
+
+def output_quantization(flatbuffer: bytes) -> list[tuple[float, int]]:
+    """(scale, zero_point) of each output of a TFLite model, in its output order."""
+    it = tf.lite.Interpreter(model_content=flatbuffer)
+    return [tuple(d["quantization"]) for d in it.get_output_details()]
 
 
 def quantize(model: keras.Model, representative: np.ndarray) -> bytes:
     """Convert a float Keras model to a full-integer TFLite flatbuffer.
 
     representative: uint8 images (a stratified sample of the training set, >= 100).
+    A model with several outputs must have the class scores (softmax) last in Keras: the
+    converter reverses the order, and the result is checked to start with the softmax.
     """
-    converter = tf.lite.TFLiteConverter.from_keras_model(fixed_batch(model))
+    flatbuffer = _convert(fixed_batch(model), representative)
+    if len(model.outputs) > 1:
+        first = output_quantization(flatbuffer)[0]
+        if abs(first[0] - SOFTMAX_SCALE) > 1e-9:
+            log.info("the converter kept the Keras output order: converting again reversed")
+            flatbuffer = _convert(fixed_batch(model, reverse=True), representative)
+            first = output_quantization(flatbuffer)[0]
+            if abs(first[0] - SOFTMAX_SCALE) > 1e-9:
+                raise RuntimeError("the TFLite model's first output is not the class scores")
+    return flatbuffer
+
+
+def _convert(model: keras.Model, representative: np.ndarray) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8

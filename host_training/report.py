@@ -30,13 +30,15 @@ def plot_curves(phases: dict[str, dict[str, list[float]]], out: Path) -> None:
     plt.close(fig)
 
 
-def plot_confusion(matrix: list[list[int]], labels: list[str], out: Path, title: str) -> None:
-    m = np.asarray(matrix)
-    size = max(4, 0.7 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+def plot_confusion(confusion: dict, out: Path, title: str) -> None:
+    """confusion: {"rows": true classes, "columns": outcomes, "matrix": counts}."""
+    m = np.asarray(confusion["matrix"])
+    rows, cols = confusion["rows"], confusion["columns"]
+    size = max(4, 0.7 * len(cols) + 2)
+    fig, ax = plt.subplots(figsize=(size, max(3, 0.7 * len(rows) + 2)))
     ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
@@ -61,6 +63,72 @@ def summary_table(float_m: dict, int8_m: dict) -> str:
     return "\n".join(rows)
 
 
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"
+
+
+def confusion_table(confusion: dict) -> list[str]:
+    cols = confusion["columns"]
+    lines = ["| true \\ outcome | " + " | ".join(cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for r, row in zip(confusion["rows"], confusion["matrix"], strict=True):
+        lines.append(f"| {r} | " + " | ".join(str(v) for v in row) + " |")
+    return lines
+
+
+def open_set_section(manifest: dict) -> list[str]:
+    """The reject path's figures: operating point, baselines, negatives, leave-one-series-out."""
+    o = manifest.get("open_set")
+    if not o:
+        return []
+    d = manifest["decision"]
+    ood = d.get("ood") or {}
+    lines = ["## Open world: what the bundle accepts", "",
+             f"Operating point (manifest `decision`, chosen on validation data): class "
+             f"thresholds {d['class_thresholds']}, never accepted "
+             f"{d['background_labels'] + d['unknown_labels'] or 'nothing (no background class)'}"
+             f", OOD rule {ood.get('kind', 'none')} ≤ {ood.get('threshold', '–')}.", "",
+             "| operating point | notes: top-1 | accepted right | accepted as a wrong value | "
+             "notes rejected | validation negatives accepted | negative set accepted |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    names = {"ours": f"this bundle ({o['ood_kind']})", "max_softmax":
+             "baseline: max-softmax, calibrated the same way", "top1_0.7": "top-1 ≥ 0.7"}
+    for key, label in names.items():
+        v = o["validation"].get(key, {})
+        vn = o["validation_negatives"].get(key, {})
+        ns = o["negative_set"].get(key, {})
+        lines.append(f"| {label} | {_pct(v.get('top1'))} | {_pct(v.get('accepted_right'))} | "
+                     f"{_pct(v.get('accepted_wrong'))} | {_pct(v.get('rejected_notes'))} | "
+                     f"{_pct(vn.get('false_accept'))} (n={vn.get('n_negatives', 0)}) | "
+                     f"{_pct(ns.get('false_accept'))} (n={ns.get('n_negatives', 0)}) |")
+    if o["negative_set"].get("ours", {}).get("by_group"):
+        lines += ["", "Negative set by group (accepted as a note):", "",
+                  "| group | n | this bundle | max-softmax | top-1 ≥ 0.7 |",
+                  "|---|---:|---:|---:|---:|"]
+        for g, r in o["negative_set"]["ours"]["by_group"].items():
+            others = [o["negative_set"][k]["by_group"][g]["false_accept"]
+                      for k in ("max_softmax", "top1_0.7")]
+            lines.append(f"| {g} | {r['n']} | {_pct(r['false_accept'])} | {_pct(others[0])} | "
+                         f"{_pct(others[1])} |")
+    auroc = {k: v for k, v in o.get("ood_auroc", {}).items() if v is not None}
+    if auroc:
+        lines += ["", "OOD score AUROC, correctly classified validation notes against the "
+                  "negative set: " + ", ".join(f"{k} {v:.3f}" for k, v in auroc.items()) + "."]
+    lines += ["", "Validation frames and validation negatives through the operating point "
+              "(columns: what the bundle answers; `(rejected)` = no vote):", "",
+              *confusion_table(o["validation_all"]["confusion"])]
+    if o.get("loso"):
+        lines += ["", "Leave-one-series-out (linear head on frozen ImageNet features, trained "
+                  "on the other series' frames, crops and negatives; tested on every frame of "
+                  "the held-out series), next to the same head on the ordinary split:", "",
+                  "| held out | n | top-1 | per class recall |", "|---|---:|---:|---|"]
+        for k, r in o["loso"].items():
+            per = ", ".join(f"{c} {v['recall']:.2f}" for c, v in r["per_class"].items())
+            lines.append(f"| {k} | {r['n']} | {_pct(r['accuracy'])} | {per} |")
+    lines += ["", "![operating curves](operating_curves.png)", ""]
+    return lines
+
+
 def write_report(out: Path, manifest: dict) -> None:
     m = manifest["metrics"]
     ds = manifest["dataset"]
@@ -82,5 +150,6 @@ def write_report(out: Path, manifest: dict) -> None:
         "",
         "![curves](training_curves.png) ![confusion](confusion_matrix.png)",
         "",
+        *open_set_section(manifest),
     ]
     (out / "report.md").write_text("\n".join(lines))

@@ -30,6 +30,15 @@ class Augment(BaseModel):
     brightness: float = Field(0.25, ge=0, lt=1, description="max brightness change (fraction)")
     contrast: float = Field(0.3, ge=0, lt=1, description="max contrast change (fraction)")
     flip: bool = Field(False, description="random horizontal flips")
+    perspective: float = Field(0.08, ge=0, lt=0.3,
+                               description="max corner shift of the perspective tilt (fraction)")
+    white_balance: float = Field(0.15, ge=0, lt=1, description="max per-channel gain change")
+    glare: float = Field(0.2, ge=0, le=1, description="probability of a glare spot")
+    blur: float = Field(0.3, ge=0, le=1, description="probability of focus or motion blur")
+    noise: float = Field(6.0, ge=0, le=50, description="max sensor noise (std, 0..255 units)")
+    jpeg: float = Field(0.4, ge=0, le=1, description="probability of JPEG re-compression")
+    paste: float = Field(0.5, ge=0, le=1,
+                         description="probability a note crop is pasted onto another background")
 
 
 class TrainSettings(BaseModel):
@@ -66,6 +75,22 @@ class TrainSettings(BaseModel):
     name: str = ""
     version: str = ""
     resize: str = Field("stretch", pattern="^(stretch|center_crop|letterbox)$")
+    negatives: Path | None = Field(None, description="folder of images of anything that is "
+                                   "not a class: trained as the background class")
+    boxes: Path | None = Field(None, description="YOLO boxes CSV: crop-to-box training and "
+                               "negatives mined from the frames")
+    background_label: str = "background"
+    max_false_accept: float = Field(0.005, gt=0, lt=1, description="per-class false-accept "
+                                    "rate the class thresholds are chosen for (validation)")
+    ood: str = Field("class_mean_cosine", pattern="^(class_mean_cosine|max_softmax|none)$")
+    ood_keep: float = Field(0.99, gt=0.5, le=1, description="share of correctly classified "
+                            "validation notes the OOD threshold lets through")
+    epoch_samples: int = Field(0, ge=0, description="samples per fine-tuning epoch, drawn "
+                               "at random (0 = the whole training pool)")
+    negative_eval: Path | None = Field(None, description="a negative set evaluated (never "
+                                       "trained or calibrated on) for the report")
+    loso: bool = Field(True, description="leave-one-series-out figures (head on frozen "
+                       "features) in the report")
 
     @field_validator("alpha")
     @classmethod
