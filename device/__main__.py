@@ -85,11 +85,20 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from device.bundle import load_bundle
     from device.images import decode_image
     from device.inference import create_classifier
+    from device.openset import fallback_point, judge, operating_point, read_outputs
 
     bundle = load_bundle(args.model, args.labels)
     clf = create_classifier(bundle, args.backend, allow_cpu_fallback=True,
                             device=args.device, num_threads=args.num_threads, top_k=args.top_k)
     model = messages.model_info(clf.bundle)
+    # "accepted": does this frame count as a vote for its label under the bundle's
+    # operating point (the daemon's rule)? Older bundles have none: top-1 >= 0.7.
+    point = operating_point(clf.bundle.manifest)
+    if point is None:
+        log.warning("%s has no decision section: no reject path for things that are none of "
+                    "its classes; accepted = top-1 score >= 0.7 and not background",
+                    args.model)
+        point = fallback_point(clf.bundle.labels)
     failed = 0
     for seq, path in enumerate(args.images, start=1):
         t0 = time.perf_counter()
@@ -100,14 +109,19 @@ def cmd_classify(args: argparse.Namespace) -> int:
             failed += 1
             continue
         c = clf.classify(image)
+        verdict = judge(point, clf.bundle.labels, read_outputs(clf.interpreter))
         total = (time.perf_counter() - t0) * 1e3
         result = messages.Result(seq, time.time(), c, (t1 - t0) * 1e3, total)
         payload = messages.result_payload(result, model, clf.backend)
+        ood = None if verdict.ood_score is None else round(verdict.ood_score, 5)
         if args.json:
-            print(json.dumps({"image": str(path), **payload}), flush=True)
+            print(json.dumps({"image": str(path), **payload, "accepted": verdict.accepted,
+                              "ood_score": ood, "reason": verdict.reason}), flush=True)
         else:
             ranked = ", ".join(f"{k.label} {k.score:.3f}" for k in c.top_k) or "(no class)"
-            print(f"{path}: {ranked}  [{clf.backend} {c.inference_ms:.1f} ms]", flush=True)
+            answer = "accepted" if verdict.accepted else f"rejected: {verdict.reason}"
+            print(f"{path}: {ranked}  [{answer}] [{clf.backend} {c.inference_ms:.1f} ms]",
+                  flush=True)
     clf.close()
     return 1 if failed else 0
 

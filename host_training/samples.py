@@ -167,7 +167,7 @@ def mine(paths: tuple[str, ...], labels: np.ndarray, boxes: dict[str, list[Box]]
     and for every `jigsaw_every`-th crop a shuffled-tile negative."""
     rng = np.random.default_rng(seed)
     pool = Pool.empty()
-    missing = 0
+    missing = crops = 0
     for i, p in enumerate(tqdm(paths, desc="crops and mined negatives", unit="img",
                                leave=False)):
         bs = boxes.get(Path(p).name)
@@ -185,7 +185,8 @@ def mine(paths: tuple[str, ...], labels: np.ndarray, boxes: dict[str, list[Box]]
                 continue
             crop = resize(rgb[y0:y1, x0:x1], size, size)
             pool.add(crop, int(labels[i]), CROP, series, (x1 - x0) / (y1 - y0))
-            if jigsaw_every and len(pool) % jigsaw_every == 0:
+            crops += 1
+            if jigsaw_every and crops % jigsaw_every == 0:
                 pool.add(jigsaw(crop, rng), background, JIGSAW, series)
         # the negative covers every note in the frame
         boxes_px = [b.pixels(w, h, margin=0.12) for b in bs]
