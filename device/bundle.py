@@ -20,7 +20,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device.errors import ModelError
 
@@ -31,7 +33,9 @@ TPU_MODEL = "model_quant_edgetpu.tflite"
 FORMAT_VERSION = 1
 RESIZE_POLICIES = ("stretch", "center_crop", "letterbox")
 
-_LABEL_LINE = re.compile(r"^\s*(\d+)\s*[:\s]\s*(.*\S)\s*$")
+_LABEL_LINE = re.compile(r"^\s*(\d{1,9})\s*[:\s]\s*(.*\S)\s*$")
+MAX_LABELS = 65536  # far beyond any classifier head; bounds memory for a hostile file
+MAX_LABEL_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class InputSpec:
     channels: int = 3
     resize: str = "stretch"
     colour_order: str = "RGB"
+    dtype: str = "uint8"
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class Bundle:
     tpu_model: Path | None
     input: InputSpec | None  # None for a bare .tflite: taken from the interpreter
     manifest: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    outputs: tuple[str, ...] = ("scores",)  # names of the model's output tensors, in order
 
     def model_for(self, backend: str) -> Path:
         """The file the given backend ('cpu' or 'edgetpu') should load."""
@@ -95,8 +101,18 @@ def parse_labels(text: str) -> tuple[str, ...]:
         by_id = {int(m.group(1)): m.group(2) for m in matches if m}
         if len(by_id) != len(matches):
             raise ModelError("labels file repeats an id: each id must appear once")
-        return tuple(by_id.get(i, str(i)) for i in range(max(by_id) + 1))
-    return tuple(ln.strip() for ln in lines)
+        if max(by_id) >= MAX_LABELS:
+            raise ModelError(f"labels file has id {max(by_id)}: ids must be below {MAX_LABELS} "
+                             "(line number = class id of the model's output)")
+        labels = tuple(by_id.get(i, str(i)) for i in range(max(by_id) + 1))
+    else:
+        labels = tuple(ln.strip() for ln in lines)
+    if len(labels) > MAX_LABELS:
+        raise ModelError(f"labels file has {len(labels)} lines: at most {MAX_LABELS}")
+    long = next((lb for lb in labels if len(lb) > MAX_LABEL_CHARS), None)
+    if long is not None:
+        raise ModelError(f"label {long[:40]!r}... is longer than {MAX_LABEL_CHARS} characters")
+    return labels
 
 
 def read_labels(path: Path) -> tuple[str, ...]:
@@ -127,53 +143,96 @@ def load_bundle(path: str | Path, labels: str | Path | None = None) -> Bundle:
     )
 
 
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    bytes: int | None = Field(None, ge=0)
+
+
+class InputSection(_Strict):
+    width: int = Field(ge=1, le=4096)
+    height: int = Field(ge=1, le=4096)
+    channels: Literal[3] = 3
+    resize: Literal["stretch", "center_crop", "letterbox"] = "stretch"
+    colour_order: Literal["RGB", "BGR"] = "RGB"
+    dtype: Literal["uint8", "int8"] = "uint8"
+
+
+class Golden(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    file: str = Field(min_length=1)
+    label: str = Field(min_length=1)
+
+
+class Manifest(BaseModel):
+    """The manifest as a schema: validated before anything in it is used. Sections the
+    device does not read (metrics, training, report data) pass through."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    format: int = Field(FORMAT_VERSION, ge=1, le=FORMAT_VERSION)
+    name: str = Field("", max_length=100)
+    version: str = Field("0", min_length=1, max_length=64)
+    labels: list[str] | None = None
+    input: InputSection
+    outputs: list[str] = Field(default_factory=lambda: ["scores"], min_length=1, max_length=4)
+    files: dict[str, FileEntry] = Field(min_length=1)
+    golden: list[Golden] = Field(default_factory=list, max_length=1000)
+
+
+def _manifest_error(path: Path, err: ValidationError) -> ModelError:
+    problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '(top)'}: {e['msg']}"
+                         for e in err.errors()[:5])
+    return ModelError(f"{path} is not a valid bundle manifest ({problems}): rebuild the "
+                      "bundle with `coral-train train` or fix these keys")
+
+
 def _load_folder(root: Path) -> Bundle:
     manifest_path = root / MANIFEST
     try:
-        manifest = json.loads(manifest_path.read_text())
+        raw = json.loads(manifest_path.read_text())
     except FileNotFoundError:
         raise ModelError(
             f"{root} is not a model bundle: {MANIFEST} is missing (a bundle is written by "
             "`coral-train train`; for a bare model give the .tflite file and labels)"
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ModelError(f"{manifest_path} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise ModelError(f"{manifest_path} has no 'files' table of sha256s: rebuild the bundle")
-    verify_files(root, manifest["files"])
-    if CPU_MODEL not in manifest["files"]:
-        raise ModelError(f"bundle {root} lists no {CPU_MODEL}: rebuild the bundle")
-    labels = read_labels(root / LABELS)
-    if manifest.get("labels") and tuple(manifest["labels"]) != labels:
-        raise ModelError(f"{root / LABELS} disagrees with the labels in {MANIFEST}")
     try:
-        inp = manifest["input"]
-        spec = InputSpec(
-            width=int(inp["width"]),
-            height=int(inp["height"]),
-            channels=int(inp.get("channels", 3)),
-            resize=str(inp.get("resize", "stretch")),
-            colour_order=str(inp.get("colour_order", "RGB")),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{manifest_path}: 'input' is incomplete ({exc})") from None
-    if spec.resize not in RESIZE_POLICIES:
-        raise ModelError(
-            f"{manifest_path}: input.resize {spec.resize!r} is not one of {RESIZE_POLICIES}"
-        )
-    if spec.colour_order not in ("RGB", "BGR"):
-        raise ModelError(f"{manifest_path}: input.colour_order must be 'RGB' or 'BGR'")
-    tpu = root / TPU_MODEL if TPU_MODEL in manifest["files"] else None
+        m = Manifest.model_validate(raw)
+    except ValidationError as err:
+        raise _manifest_error(manifest_path, err) from None
+    verify_files(root, {k: v.model_dump() for k, v in m.files.items()})
+    if CPU_MODEL not in m.files:
+        raise ModelError(f"bundle {root} lists no {CPU_MODEL}: rebuild the bundle")
+    for g in m.golden:
+        if g.file not in m.files:
+            raise ModelError(f"{manifest_path}: golden sample {g.file!r} is not listed in "
+                             "'files' (so it is not checksummed): rebuild the bundle")
+    labels = read_labels(root / LABELS)
+    if m.labels is not None and tuple(m.labels) != labels:
+        raise ModelError(f"{root / LABELS} disagrees with the labels in {MANIFEST}")
+    unknown_golden = {g.label for g in m.golden} - set(labels)
+    if unknown_golden:
+        raise ModelError(f"{manifest_path}: golden labels {sorted(unknown_golden)} are not "
+                         "among the model's labels")
+    i = m.input
+    spec = InputSpec(i.width, i.height, i.channels, i.resize, i.colour_order, i.dtype)
+    tpu = root / TPU_MODEL if TPU_MODEL in m.files else None
     return Bundle(
         root=root,
-        name=str(manifest.get("name", root.name)),
-        version=str(manifest.get("version", "0")),
-        sha256=manifest["files"][CPU_MODEL]["sha256"],
+        name=m.name or root.name,
+        version=m.version,
+        sha256=m.files[CPU_MODEL].sha256,
         labels=labels,
         cpu_model=root / CPU_MODEL,
         tpu_model=tpu,
         input=spec,
-        manifest=manifest,
+        manifest=raw,
+        outputs=tuple(m.outputs),
     )
 
 

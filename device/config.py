@@ -7,7 +7,9 @@ environment variable rather than the config file itself.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import socket
 import tomllib
 from pathlib import Path
@@ -16,6 +18,20 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from device.errors import ConfigError
+
+# MQTT topic levels we write into: letters, digits and - _ . only. No '/' (a device id
+# with one would nest into another device's ACL subtree), no wildcards, no NUL, and no
+# leading '$' (brokers keep $-topics for themselves and drop clients' messages there).
+_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _check_topic(name: str, value: str, levels: bool) -> None:
+    parts = value.split("/") if levels else [value]
+    if not all(_TOPIC_LEVEL.match(p) for p in parts):
+        what = "'/'-separated levels of " if levels else ""
+        raise ValueError(f"{name} {value!r} must be {what}letters, digits, '-', '_' or '.' "
+                         "(1-64 each): MQTT wildcards, '$', NUL, spaces and "
+                         + ("empty levels" if levels else "'/'") + " are not allowed")
 
 
 class _Section(BaseModel):
@@ -74,6 +90,11 @@ class ModelConfig(_Section):
     min_score: float = Field(
         0.0, ge=0.0, le=1.0, description="Classes below this score are left out of top_k."
     )
+    inference_timeout: float = Field(
+        5.0, gt=0, le=600, description="Seconds one frame may take in the inference worker "
+        "before it counts as hung and is restarted (a wedged Edge TPU).")
+    load_timeout: float = Field(
+        120.0, gt=0, le=3600, description="Seconds loading and self-testing a model may take.")
 
     @model_validator(mode="after")
     def _device_syntax(self) -> ModelConfig:
@@ -119,18 +140,27 @@ class MqttConfig(_Section):
     )
     commands: bool = Field(True, description="Accept commands on cmd/ (false: ignore them).")
 
+    max_disconnected: float = Field(
+        600.0, gt=0, description="Seconds the broker may be unreachable before the systemd "
+        "watchdog is no longer fed (a restart then rebuilds the network side).")
+
     @model_validator(mode="after")
     def _checks(self) -> MqttConfig:
-        for name in ("topic_prefix", "device_id"):
-            value = getattr(self, name)
-            if any(c in value for c in "#+") or value.startswith("/") or value.endswith("/"):
-                raise ValueError(f"mqtt.{name} {value!r} may not contain '#', '+' or edge '/'")
+        _check_topic("mqtt.topic_prefix", self.topic_prefix, levels=True)
+        if self.device_id:
+            _check_topic("mqtt.device_id", self.device_id, levels=False)
+        if self.client_id and not re.match(r"^[\x21-\x7e]{1,128}$", self.client_id):
+            raise ValueError("mqtt.client_id must be 1-128 printable ASCII characters")
         if bool(self.cert_file) != bool(self.key_file):
             raise ValueError("mqtt.cert_file and mqtt.key_file go together: set both or neither")
         return self
 
     def resolved_device_id(self) -> str:
-        return self.device_id or socket.gethostname()
+        """The configured id, else the host name made topic-safe."""
+        if self.device_id:
+            return self.device_id
+        host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64]
+        return host or "coral-classifier"
 
     def password(self) -> str | None:
         """The password from the environment or a file; None when neither is set."""
@@ -184,6 +214,10 @@ class StateConfig(_Section):
                      "else ~/.local/state/coral-classifier).")
     outbox_max_events: int = Field(100_000, ge=10, description="Outbox bound (events).")
     outbox_max_bytes: int = Field(50 << 20, ge=10_000, description="Outbox bound (bytes).")
+    max_unstored: float = Field(
+        60.0, gt=0, description="Seconds decided events may wait in memory because the "
+        "outbox cannot be written (disk full, read-only) before the daemon exits for a "
+        "restart; they are retried every second meanwhile.")
 
     def resolved_dir(self) -> Path:
         if self.dir:
@@ -197,11 +231,25 @@ class MetricsConfig(_Section):
     port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (0 = off).")
     address: str = Field("0.0.0.0", description="Address the metrics endpoint listens on.")
 
+    @model_validator(mode="after")
+    def _address(self) -> MetricsConfig:
+        try:
+            ipaddress.ip_address(self.address)
+        except ValueError:
+            raise ValueError(f"metrics.address {self.address!r} must be an IP address such "
+                             "as 0.0.0.0, 127.0.0.1 or ::") from None
+        return self
+
 
 class HomeAssistantConfig(_Section):
     enabled: bool = Field(False, description="Publish Home Assistant MQTT discovery.")
     discovery_prefix: str = Field("homeassistant", min_length=1,
                                   description="Home Assistant's discovery prefix.")
+
+    @model_validator(mode="after")
+    def _prefix(self) -> HomeAssistantConfig:
+        _check_topic("homeassistant.discovery_prefix", self.discovery_prefix, levels=True)
+        return self
 
 
 class LogConfig(_Section):

@@ -95,8 +95,14 @@ class TFLiteClassifier:
         self.runtime = runtime
         self.k = top_k
         self.min_score = min_score
-        inp = interpreter.get_input_details()[0]
-        out = interpreter.get_output_details()[0]
+        inputs = interpreter.get_input_details()
+        outputs = interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != len(bundle.outputs):
+            raise ModelError(
+                f"{bundle.root}: the model has {len(inputs)} input(s) and {len(outputs)} "
+                f"output(s); this bundle declares 1 input and {len(bundle.outputs)} "
+                f"output(s) {list(bundle.outputs)}: a different model was put in the bundle")
+        inp, out = inputs[0], outputs[0]
         shape = tuple(int(d) for d in inp["shape"])
         if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
             raise ModelError(
@@ -105,6 +111,11 @@ class TFLiteClassifier:
             )
         self.height, self.width = shape[1], shape[2]
         self.input_dtype = np.dtype(inp["dtype"])
+        if bundle.input is not None and self.input_dtype != np.dtype(bundle.input.dtype):
+            raise ModelError(
+                f"{bundle.root}: the model takes {self.input_dtype} input but the manifest "
+                f"says {bundle.input.dtype}: a float or differently quantized model was put "
+                "in the bundle; export a full-integer model")
         self._input_index = inp["index"]
         self._output_index = out["index"]
         self.out_scale, self.out_zero = out.get("quantization", (0.0, 0))

@@ -1,26 +1,146 @@
-"""What goes out: frozen result/status records and their JSON payloads.
+"""What goes out over MQTT: one pydantic model per payload, the public contract.
 
-The payload shapes are the public contract with machine controllers; each has a JSON
-Schema in device/schemas/ that the tests validate every published message against.
+The models are the single definition of each payload: the daemon builds its messages from
+them, and `python -m device.messages` writes the JSON Schemas in device/schemas/ from them
+(a test fails when the committed schemas are stale), which controllers and the tests use.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from device.bundle import Bundle
+from pydantic import BaseModel, ConfigDict, Field
+
 from device.decision import Event
 from device.inference import Classification
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
+SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
+AVAILABILITY = ("online", "offline", "stopped")
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelInfo(_Payload):
+    name: str
+    version: str
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+
+
+class Ranked(_Payload):
+    id: int = Field(ge=0)
+    label: str
+    score: float
+
+
+class Latency(_Payload):
+    capture: float
+    preprocess: float
+    inference: float
+    postprocess: float
+    total: float
+
+
+class ResultPayload(_Payload):
+    """result: one classified frame (decision.mode = "stream")."""
+
+    ts: float
+    seq: int = Field(ge=0)
+    label: str | None
+    score: float
+    top_k: list[Ranked]
+    model: ModelInfo
+    backend: Literal["cpu", "edgetpu"]
+    latency_ms: Latency
+
+
+class OutboxStatus(_Payload):
+    pending: int = Field(ge=0, description="events stored, not yet acknowledged by the broker")
+    bytes: int = Field(ge=0)
+    fill: float = Field(ge=0, description="fraction of the outbox bound in use")
+    dropped: int = Field(ge=0, description="oldest unsent events dropped because the outbox "
+                         "was full (counts keep them); survives restarts")
+    unstored: int = Field(0, ge=0, description="decided events held in memory because the "
+                          "outbox cannot be written (disk full, read-only): retried")
+    warning: str = Field(description="set from 80% full, on a write failure, or after a "
+                         "corrupt outbox was set aside")
+
+
+class StatusPayload(_Payload):
+    """status: the daemon's health, retained, every status_interval and on every change."""
+
+    ts: float
+    state: Literal["starting", "running", "paused", "stopped"]
+    device_id: str = Field(min_length=1)
+    software: str = Field(description="coral-classifier version")
+    model: ModelInfo
+    backend: Literal["cpu", "edgetpu"]
+    runtime: str = Field(description="pycoral, ai_edge_litert or tflite_runtime")
+    camera: str
+    fps: float = Field(ge=0, description="frames classified per second, last interval")
+    uptime_s: float = Field(ge=0)
+    frames: int = Field(ge=0)
+    results_published: int = Field(ge=0)
+    dropped_frames: int = Field(ge=0, description="frames dropped: a busy classifier, or in "
+                                "flight when the inference worker was restarted")
+    errors: dict[str, int] = Field(description="counters by kind: camera, inference, "
+                                   "publish, outbox, worker, command")
+    last_error: str
+    events: int = Field(ge=0, description="events decided since start")
+    reconnects: int = Field(ge=0, description="broker reconnections since start")
+    worker_restarts: int = Field(0, ge=0, description="inference worker restarts (crash or "
+                                 "no answer within model.inference_timeout)")
+    reload_nonce: str = Field("", description="the nonce of the last successful reload "
+                              "request, echoed for deploy confirmation")
+    outbox: OutboxStatus
+
+
+class EventPayload(_Payload):
+    """event: one decision per object, from the on-disk outbox."""
+
+    event_id: str
+    seq: int = Field(ge=1, description="gap-free across restarts: a consumer can prove "
+                     "nothing is missing")
+    device_id: str
+    label: str
+    score: float
+    frames: int = Field(ge=1)
+    first_ts: float
+    last_ts: float
+    model: ModelInfo = Field(description="the model that classified the frames")
+
+
+class CountsPayload(_Payload):
+    """counts: per-class event counters, retained; survive restarts."""
+
+    ts: float
+    since: float = Field(description="when the counts were last reset (0 = never)")
+    counts: dict[str, int]
+
+
+class ReplyPayload(BaseModel):
+    """cmd/<name>/reply: the outcome of a command (more keys per command)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    ok: bool
+    error: str | None = Field(None, description="present when ok is false: what went wrong "
+                              "and what to send instead")
+
+
+PAYLOADS: dict[str, type[BaseModel]] = {
+    "result": ResultPayload, "status": StatusPayload, "event": EventPayload,
+    "counts": CountsPayload, "reply": ReplyPayload}
 
 
 @dataclass(frozen=True)
 class Result:
-    """One classified frame, with where its time went."""
+    """One classified frame, with where its time went (internal, not a payload)."""
 
     seq: int
     ts: float
@@ -30,94 +150,73 @@ class Result:
     prepare_ms: float = 0.0  # the resize done in the capture thread
 
 
-@dataclass(frozen=True)
-class Status:
-    state: str
-    device_id: str
-    software: str
-    model: dict[str, Any]
-    backend: str
-    runtime: str
-    camera: str
-    fps: float
-    uptime_s: float
-    frames: int
-    results_published: int
-    dropped_frames: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    last_error: str = ""
-    events: int = 0
-    reconnects: int = 0
-    outbox: dict[str, Any] = field(default_factory=dict)
-
-
-def model_info(bundle: Bundle) -> dict[str, str]:
+def model_info(bundle) -> dict[str, str]:
+    """A bundle's identity as it appears in payloads."""
     return {"name": bundle.name, "version": bundle.version, "sha256": bundle.sha256}
 
 
 def result_payload(result: Result, model: dict[str, str], backend: str) -> dict[str, Any]:
     c = result.classification
     best = c.best
-    return {
-        "ts": round(result.ts, 3),
-        "seq": result.seq,
-        "label": best.label if best else None,
-        "score": round(best.score, 5) if best else 0.0,
-        "top_k": [{"id": k.id, "label": k.label, "score": round(k.score, 5)} for k in c.top_k],
-        "model": model,
-        "backend": backend,
-        "latency_ms": {
-            "capture": round(result.capture_ms, 3),
-            "preprocess": round(result.prepare_ms + c.preprocess_ms, 3),
-            "inference": round(c.inference_ms, 3),
-            "postprocess": round(c.postprocess_ms, 3),
-            "total": round(result.total_ms, 3),
-        },
-    }
-
-
-def status_payload(status: Status, ts: float) -> dict[str, Any]:
-    return {
-        "ts": round(ts, 3),
-        "state": status.state,
-        "device_id": status.device_id,
-        "software": status.software,
-        "model": status.model,
-        "backend": status.backend,
-        "runtime": status.runtime,
-        "camera": status.camera,
-        "fps": round(status.fps, 2),
-        "uptime_s": round(status.uptime_s, 1),
-        "frames": status.frames,
-        "results_published": status.results_published,
-        "dropped_frames": status.dropped_frames,
-        "errors": dict(status.errors),
-        "last_error": status.last_error,
-        "events": status.events,
-        "reconnects": status.reconnects,
-        "outbox": dict(status.outbox),
-    }
+    return ResultPayload(
+        ts=round(result.ts, 3), seq=result.seq, label=best.label if best else None,
+        score=round(best.score, 5) if best else 0.0,
+        top_k=[Ranked(id=k.id, label=k.label, score=round(k.score, 5)) for k in c.top_k],
+        model=ModelInfo(**model), backend=backend,
+        latency_ms=Latency(capture=round(result.capture_ms, 3),
+                           preprocess=round(result.prepare_ms + c.preprocess_ms, 3),
+                           inference=round(c.inference_ms, 3),
+                           postprocess=round(c.postprocess_ms, 3),
+                           total=round(result.total_ms, 3))).model_dump()
 
 
 def event_payload(event: Event, model: dict[str, str], device_id: str,
                   seq: int) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "seq": seq,
-        "device_id": device_id,
-        "label": event.label,
-        "score": round(event.score, 5),
-        "frames": event.frames,
-        "first_ts": round(event.first_ts, 3),
-        "last_ts": round(event.last_ts, 3),
-        "model": model,
-    }
+    return EventPayload(event_id=event.event_id, seq=seq, device_id=device_id,
+                        label=event.label, score=round(event.score, 5), frames=event.frames,
+                        first_ts=round(event.first_ts, 3), last_ts=round(event.last_ts, 3),
+                        model=ModelInfo(**model)).model_dump()
 
 
-def dumps(payload: dict[str, Any]) -> bytes:
+def dumps(payload: dict[str, Any] | BaseModel) -> bytes:
+    if isinstance(payload, BaseModel):
+        return payload.model_dump_json().encode()
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def schema(name: str) -> dict[str, Any]:
+    """The JSON Schema of a topic's payload, generated from its model."""
+    if name == "availability":
+        return {"$schema": SCHEMA_URL, "$id": "coral-classifier/availability.schema.json",
+                "title": "availability: plain text, retained",
+                "description": "online while connected; offline is the broker-sent last will "
+                "(crash, power or network loss); stopped after a clean shutdown.",
+                "enum": list(AVAILABILITY)}
+    model = PAYLOADS[name]
+    out = {"$schema": SCHEMA_URL, "$id": f"coral-classifier/{name}.schema.json",
+           **model.model_json_schema()}
+    return out
+
+
+def schema_text(name: str) -> str:
+    return json.dumps(schema(name), indent=2, ensure_ascii=False) + "\n"
+
+
 def load_schema(name: str) -> dict[str, Any]:
-    """The JSON Schema of a topic's payload ('result', 'status', ...)."""
+    """The committed JSON Schema of a topic's payload ('result', 'status', ...)."""
     return json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
+
+
+def write_schemas(folder: Path = SCHEMA_DIR) -> list[Path]:
+    """Regenerate device/schemas/ from the models (`python -m device.messages`)."""
+    written = []
+    for name in (*PAYLOADS, "availability"):
+        path = folder / f"{name}.schema.json"
+        path.write_text(schema_text(name))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in write_schemas():
+        sys.stdout.write(f"wrote {p}\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import subprocess
 import sys
@@ -65,7 +66,7 @@ class Target:
 
 def verify_locally(path: Path, allow_cpu: bool) -> Bundle:
     """Refuse a bundle before anything leaves this machine."""
-    from device.daemon.lifecycle import self_test
+    from device.selftest import self_test
     from device.inference import create_classifier
     from host_training.edgetpu_check import analyse
     from host_training.tflite_model import load_tflite
@@ -95,15 +96,17 @@ class StatusWatch:
     """Follows the device's retained status topic (paho) to see which model serves."""
 
     def __init__(self, t: Target, device_id: str):
-        import paho.mqtt.client as mqtt
+        from device.config import MqttConfig
+        from device.mqtt.client import guarded, make_client
 
         host, _, port = (t.broker or f"{t.host.split('@')[-1]}:1883").rpartition(":")
         self.status: dict = {}
         self.changed = threading.Condition()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client = make_client(MqttConfig(host=host, port=int(port)),
+                                  f"coral-deploy-{os.getpid()}")
         topic = f"{t.topic_prefix}/{device_id}/status"
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.on_message = self._on_message
+        self.client.on_connect = guarded(lambda c, u, f, rc, p: c.subscribe(topic, qos=1))
+        self.client.on_message = guarded(self._on_message)
         try:
             self.client.connect(host, int(port))
         except OSError as exc:

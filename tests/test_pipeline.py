@@ -189,7 +189,7 @@ def test_overloaded_live_camera_drops_oldest_and_latency_stays_bounded(tmp_path,
     status = d.status()
     d.request_stop()
     t.join(30)
-    assert d.frames > 50 and status.dropped_frames > 0
+    assert d.stats.frames > 50 and status.dropped_frames > 0
     lat = d.times.percentiles()["latency"]
     inference = d.times.percentiles()["inference"]
     # two buffered frames + the one in flight, not a growing queue

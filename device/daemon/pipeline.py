@@ -179,9 +179,11 @@ class ResultThread(threading.Thread):
     made here and stored in the outbox before anything is sent, so none is lost that way).
     A replay sets `buffer.drop_oldest = False` and waits instead."""
 
-    def __init__(self, handle: Callable[[object], None], size: int = 8):
+    def __init__(self, handle: Callable[[object], None], size: int = 8,
+                 tick: Callable[[], None] | None = None):
         super().__init__(name="results", daemon=True)
         self.handle = handle
+        self.tick = tick  # housekeeping (retries) between items, and at least every 0.2 s
         self.buffer = FrameBuffer(size=size, drop_oldest=True)
         self.stopping = threading.Event()
 
@@ -195,14 +197,15 @@ class ResultThread(threading.Thread):
     def run(self) -> None:
         while True:
             item = self.buffer.get(timeout=0.2)
-            if item is None:
-                if self.stopping.is_set():
-                    return  # stopped and drained
-                continue
             try:
-                self.handle(item)
+                if item is not None:
+                    self.handle(item)
+                if self.tick is not None:
+                    self.tick()
             except Exception:  # a bad result must not stop the stream
                 log.exception("handling a result failed")
+            if item is None and self.stopping.is_set():
+                return  # stopped and drained
 
     def stop(self, timeout: float = 5.0) -> None:
         """Handle what is queued, then end."""

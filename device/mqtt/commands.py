@@ -1,63 +1,186 @@
-"""Commands a controller sends on <prefix>/<device_id>/cmd/<name>.
+"""Commands a controller sends on <prefix>/<device_id>/cmd/<name>: a table of handlers over a
+small Controls interface, run on their own thread (never on paho's).
 
 Each gets a reply on cmd/<name>/reply: {"ok": true, ...} or {"ok": false, "error": ...}.
-They run on paho's network thread, so anything that touches the model (reload) is handed
-to the frame loop, which swaps it between frames and sends the reply itself.
+A payload is bounded in size and nesting *before* it is parsed (100,000 '[' would
+otherwise raise RecursionError inside the JSON parser), and a retained command is
+ignored: a stale `pause` left on the broker must not pause the device at every start.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import TYPE_CHECKING, Any
-
-import cv2
-
-if TYPE_CHECKING:
-    from device.daemon.lifecycle import Daemon
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("reload", "reset_counts", "pause", "resume", "snapshot", "status")
+MAX_PAYLOAD = 16 * 1024
+MAX_DEPTH = 8
+NOT_AN_OBJECT = "payload is not a JSON object: send {} or {\"key\": value, ...}"
+Reply = dict[str, Any]
 
 
-def handle(daemon: Daemon, name: str, args: dict[str, Any]) -> dict[str, Any] | None:
-    """Run one command; None means the frame loop will reply later."""
-    if name == "status":
-        daemon.publish_status()
-        return {"ok": True}
-    if name == "pause":
-        daemon.paused.set()
-        daemon.publish_status()
-        return {"ok": True, "state": "paused"}
-    if name == "resume":
-        daemon.paused.clear()
-        daemon.publish_status()
-        return {"ok": True, "state": "running"}
-    if name == "reset_counts":
-        daemon.outbox.reset_counts()
-        daemon.publish_counts()
-        return {"ok": True, "counts": {}}
-    if name == "reload":
-        daemon.request_reload(reply=True)
-        return None
-    if name == "snapshot":
-        return snapshot(daemon, args)
-    return {"ok": False, "error": f"unknown command {name!r}: one of {', '.join(COMMANDS)}"}
+class PayloadError(ValueError):
+    """A command payload that is not a small JSON object."""
 
 
-def snapshot(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
-    """The last frame as JPEG on <base>/snapshot, to see what the camera saw on a misread."""
-    quality = args.get("quality", 85)
-    if not isinstance(quality, int) or not 1 <= quality <= 100:
-        return {"ok": False, "error": "quality must be an integer from 1 to 100"}
-    frame = daemon.last_frame
-    if frame is None:
-        return {"ok": False, "error": "no frame captured yet"}
-    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        return {"ok": False, "error": "the frame could not be encoded"}
-    data = jpeg.tobytes()
-    daemon.publisher.publish(daemon.topics["snapshot"], data, qos=0)
-    return {"ok": True, "seq": frame.seq, "ts": round(frame.ts, 3), "bytes": len(data),
-            "topic": daemon.topics["snapshot"]}
+class Controls(Protocol):
+    """What commands may do to the daemon; nothing else of it is visible here."""
+
+    def publish_status(self) -> None: ...
+
+    def set_paused(self, paused: bool) -> None: ...
+
+    def reset_counts(self) -> Reply: ...
+
+    def request_reload(self, nonce: str) -> None: ...
+
+    def snapshot(self, quality: int) -> Reply: ...
+
+
+def nesting_depth(data: bytes) -> int:
+    """The deepest [ / { nesting in a JSON text, strings skipped: checked before parsing."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == 0x5C:  # backslash
+                escaped = True
+            elif ch == 0x22:  # quote
+                in_string = False
+        elif ch == 0x22:
+            in_string = True
+        elif ch in (0x5B, 0x7B):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    return deepest  # no need to read the rest
+        elif ch in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def parse_payload(data: bytes) -> dict[str, Any]:
+    """A command's arguments: empty payload = {}; else a small JSON object."""
+    if len(data) > MAX_PAYLOAD:
+        raise PayloadError(f"payload of {len(data)} bytes is too large (at most {MAX_PAYLOAD})")
+    if not data.strip():
+        return {}
+    if nesting_depth(data) > MAX_DEPTH:
+        raise PayloadError(f"payload nests deeper than {MAX_DEPTH} levels")
+    try:
+        args = json.loads(data)
+    except (ValueError, RecursionError):
+        raise PayloadError(NOT_AN_OBJECT) from None
+    if not isinstance(args, dict):
+        raise PayloadError(NOT_AN_OBJECT)
+    return args
+
+
+def _int_arg(args: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = args.get(key, default)
+    # bool is an int in Python: `{"quality": true}` must not pass as 1
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise PayloadError(f"{key} must be an integer from {lo} to {hi}")
+    return value
+
+
+def _status(c: Controls, args: dict[str, Any]) -> Reply | None:
+    c.publish_status()
+    return {"ok": True}
+
+
+def _pause(c: Controls, args: dict[str, Any]) -> Reply | None:
+    c.set_paused(True)
+    return {"ok": True, "state": "paused"}
+
+
+def _resume(c: Controls, args: dict[str, Any]) -> Reply | None:
+    c.set_paused(False)
+    return {"ok": True, "state": "running"}
+
+
+def _reset_counts(c: Controls, args: dict[str, Any]) -> Reply | None:
+    return c.reset_counts()
+
+
+def _reload(c: Controls, args: dict[str, Any]) -> Reply | None:
+    nonce = args.get("nonce", "")
+    if not isinstance(nonce, str) or len(nonce) > 64:
+        raise PayloadError("nonce must be a string of at most 64 characters")
+    c.request_reload(nonce)
+    return None  # the frame loop replies once the model is swapped (or refused)
+
+
+def _snapshot(c: Controls, args: dict[str, Any]) -> Reply | None:
+    return c.snapshot(_int_arg(args, "quality", 85, 1, 100))
+
+
+HANDLERS: dict[str, Callable[[Controls, dict[str, Any]], Reply | None]] = {
+    "status": _status, "pause": _pause, "resume": _resume, "reset_counts": _reset_counts,
+    "reload": _reload, "snapshot": _snapshot,
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    payload: bytes
+
+
+class CommandRunner(threading.Thread):
+    """Runs commands in arrival order off paho's thread; a bounded queue drops floods."""
+
+    def __init__(self, controls: Controls, reply: Callable[[str, Reply], None],
+                 on_error: Callable[[str], None] | None = None, size: int = 64):
+        super().__init__(name="commands", daemon=True)
+        self.controls = controls
+        self.reply = reply
+        self.on_error = on_error
+        self.queue: queue.Queue[Command | None] = queue.Queue(size)
+        self.dropped = 0
+
+    def submit(self, name: str, payload: bytes) -> None:
+        """Called on paho's thread: never blocks, never raises."""
+        try:
+            self.queue.put_nowait(Command(name, payload))
+        except queue.Full:
+            self.dropped += 1
+
+    def run(self) -> None:
+        while (cmd := self.queue.get()) is not None:
+            try:
+                reply = self.handle(cmd)
+            except Exception as exc:  # a command must never take the daemon down
+                log.exception("command %s failed", cmd.name)
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                if self.on_error is not None:
+                    self.on_error(f"command {cmd.name} failed: {exc}")
+            if reply is not None:
+                self.reply(cmd.name, reply)
+
+    def handle(self, cmd: Command) -> Reply | None:
+        handler = HANDLERS.get(cmd.name)
+        if handler is None:
+            return {"ok": False, "error": f"unknown command {cmd.name[:64]!r}: one of "
+                    + ", ".join(HANDLERS)}
+        try:
+            return handler(self.controls, parse_payload(cmd.payload))
+        except PayloadError as exc:
+            return {"ok": False, "error": str(exc)}
+
+    def stop(self) -> None:
+        try:
+            self.queue.put_nowait(None)
+        except queue.Full:
+            self.queue.get_nowait()
+            self.queue.put_nowait(None)
+        self.join(5)

@@ -1,65 +1,36 @@
 """The Publisher interface and its MQTT implementation (paho-mqtt 2.x).
 
 Topics under <topic_prefix>/<device_id>/: availability (retained online / last-will
-offline / stopped), status (retained JSON), result (JSON per frame), and cmd/<name>
-for commands with replies on cmd/<name>/reply.
+offline / stopped), status (retained JSON), result, event, counts, snapshot, and
+cmd/<name> for commands with replies on cmd/<name>/reply. Every paho callback is guarded
+(mqtt.client.guarded), commands are queued to their own thread, and each subscription has
+its own handler (paho's message_callback_add).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
-import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
 from device import messages
 from device.config import MqttConfig
-from device.errors import ConfigError
+from device.mqtt.client import diagnose_connection, guarded, make_client
 
 log = logging.getLogger(__name__)
 
-CommandHandler = Callable[[str, Any], dict[str, Any] | None]
-
 
 class Publisher(Protocol):
-    def publish(self, topic: str, payload: dict[str, Any] | bytes, *, qos: int = 0,
-                retain: bool = False) -> None: ...
+    """Results out, and a way to stop: what the sinks and commands see of MQTT."""
 
-    def close(self) -> None: ...
+    def publish(self, topic: str, payload: dict[str, Any] | BaseModel | bytes, *,
+                qos: int = 0, retain: bool = False) -> None: ...
 
-
-class _QuietPaho(logging.Filter):
-    """paho 2.2's network thread logs "Client is not connected" as an ERROR whenever it
-    loops without a socket (while reconnecting, at shutdown): noise, not a fault."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Client is not connected")
-
-
-def diagnose_connection(cfg: MqttConfig, timeout: float = 5.0) -> str:
-    """Why a connection fails, in words a user can act on (paho only says it failed)."""
-    try:
-        sock = socket.create_connection((cfg.host, cfg.port), timeout)
-    except OSError as exc:
-        return (f"cannot reach the broker at {cfg.host}:{cfg.port} ({exc}): is mosquitto "
-                "running there and the port open?")
-    with sock:
-        if not cfg.tls:
-            return ""
-        ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
-        if cfg.tls_insecure:
-            ctx.check_hostname = False
-        try:
-            with ctx.wrap_socket(sock, server_hostname=cfg.host):
-                return ""
-        except ssl.SSLCertVerificationError as exc:
-            return (f"TLS: the broker's certificate is not trusted ({exc.verify_message}): "
-                    "set mqtt.ca_file to the CA that signed it")
-        except (ssl.SSLError, OSError) as exc:
-            return f"TLS handshake with {cfg.host}:{cfg.port} failed: {exc}"
+    def close(self, state: str = "stopped") -> None: ...
 
 
 class Topics:
@@ -75,57 +46,45 @@ class Topics:
 
 
 class MqttPublisher:
-    """Publishes over one paho client running its own network thread.
+    """Connects in the background and keeps reconnecting; publishes never block."""
 
-    Connection is asynchronous: the daemon starts and classifies while the broker is
-    unreachable, and paho reconnects with backoff. availability is set `online` on every
-    (re)connect and the broker announces `offline` by the last will if we vanish.
-    """
-
-    def __init__(self, cfg: MqttConfig, device_id: str,
-                 on_command: CommandHandler | None = None):
-        import paho.mqtt.client as mqtt  # the device extra; imported where it is used
-
-        self._mqtt = mqtt
+    def __init__(self, cfg: MqttConfig, device_id: str):
         self.cfg = cfg
         self.topics = Topics(cfg.topic_prefix, device_id)
-        self.on_command = on_command
         self.connected = threading.Event()
-        self.on_connected: list[Callable[[], None]] = []
-        self.subscriptions: dict[str, Callable[[bytes], None]] = {}  # exact topic -> handler
-        self.on_puback: Callable[[int], None] | None = None
         self.reconnects = 0
         self.errors = 0
+        self.callback_errors = 0
         self.last_error = ""
-        client_id = cfg.client_id or f"coral-classifier-{device_id}"
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv311)
-        paho_log = logging.getLogger("paho")
-        paho_log.addFilter(_QuietPaho())
-        self.client.enable_logger(paho_log)
+        self.disconnected_since: float | None = time.monotonic()  # not yet connected
         self._reported = ""
-        self.client.will_set(self.topics.availability, "offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
-        password = cfg.password()
-        if cfg.username:
-            self.client.username_pw_set(cfg.username, password)
-        elif password:
-            raise ConfigError("mqtt: a password is configured but mqtt.username is empty")
-        if cfg.tls:
-            try:
-                self.client.tls_set(ca_certs=cfg.ca_file or None,
-                                    certfile=cfg.cert_file or None,
-                                    keyfile=cfg.key_file or None,
-                                    cert_reqs=ssl.CERT_REQUIRED)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"mqtt TLS files cannot be loaded: {exc}: check mqtt.ca_file, "
-                                  "mqtt.cert_file and mqtt.key_file") from None
-            self.client.tls_insecure_set(cfg.tls_insecure)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_publish = self._on_publish
-        self.client.on_connect_fail = self._on_connect_fail
+        self.on_connected: list[Callable[[], None]] = []
+        self.on_puback: Callable[[int], None] | None = None
+        self.on_command: Callable[[str, bytes], None] | None = None
+        self._subscriptions: dict[str, Callable[[bytes], None]] = {}
+        self.client = make_client(cfg, cfg.client_id or f"coral-classifier-{device_id}",
+                                  will=(self.topics.availability, "offline"), logger=log)
+        self._mqtt = __import__("paho.mqtt.client", fromlist=["Client"])
+        g = self._guard
+        self.client.on_connect = g(self._on_connect)
+        self.client.on_disconnect = g(self._on_disconnect)
+        self.client.on_message = g(self._on_unmatched)
+        self.client.on_publish = g(self._on_publish)
+        self.client.on_connect_fail = g(self._on_connect_fail)
+        self.client.message_callback_add(self.topics.cmd + "+", g(self._on_command))
+
+    def _guard(self, callback: Callable[..., Any]) -> Callable[..., None]:
+        return guarded(callback, self._callback_failed)
+
+    def _callback_failed(self, message: str) -> None:
+        self.callback_errors += 1
+        self.last_error = f"MQTT callback failed: {message}"
+
+    def subscribe(self, topic: str, handler: Callable[[bytes], None]) -> None:
+        """A topic with its own handler (guarded), subscribed on every connect."""
+        self._subscriptions[topic] = handler
+        self.client.message_callback_add(
+            topic, self._guard(lambda client, userdata, msg: handler(bytes(msg.payload))))
 
     def start(self) -> None:
         self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive)
@@ -134,7 +93,13 @@ class MqttPublisher:
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
 
-    # paho callbacks run on paho's network thread.
+    @property
+    def network_alive(self) -> bool:
+        """paho's network thread is running (it never should die; the watchdog checks)."""
+        thread = getattr(self.client, "_thread", None)
+        return thread is not None and thread.is_alive()
+
+    # paho callbacks run on paho's network thread, each under _guard.
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self.last_error = f"broker refused the connection: {reason_code}"
@@ -146,13 +111,21 @@ class MqttPublisher:
         # Subscriptions are renewed on every connect: a clean session forgets them.
         if self.on_command is not None and self.cfg.commands:
             client.subscribe(self.topics.cmd + "+", qos=1)
-        for topic in self.subscriptions:
-            client.subscribe(topic, qos=1)
+        for topic in self._subscriptions:
+            try:
+                client.subscribe(topic, qos=1)
+            except ValueError as exc:  # config validation should have caught it
+                self._callback_failed(f"cannot subscribe to {topic!r}: {exc}")
         client.publish(self.topics.availability, "online", qos=1, retain=True)
         self.connected.set()
+        self.disconnected_since = None
         self.reconnects += 1
         for hook in self.on_connected:
-            hook()
+            try:
+                hook()
+            except Exception as exc:  # one failing hook must not skip the others
+                log.exception("on-connect step %s failed", getattr(hook, "__name__", hook))
+                self._callback_failed(f"on connect: {type(exc).__name__}: {exc}")
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         if self.on_puback is not None:
@@ -167,43 +140,39 @@ class MqttPublisher:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        if self.disconnected_since is None:
+            self.disconnected_since = time.monotonic()
         if reason_code != 0:
             log.warning("MQTT disconnected (%s); reconnecting", reason_code)
 
-    def _on_message(self, client, userdata, msg) -> None:
-        handler = self.subscriptions.get(msg.topic)
-        if handler is not None:
-            handler(bytes(msg.payload))
+    def _on_unmatched(self, client, userdata, msg) -> None:
+        log.debug("MQTT message on %s with no handler", msg.topic)
+
+    def _on_command(self, client, userdata, msg) -> None:
+        if msg.retain:
+            # Delivered from the broker's store at subscribe time: a stale command from
+            # before this start. Live commands reach subscribers with retain = 0.
+            log.warning("ignored a retained command on %s: send commands without retain",
+                        msg.topic)
             return
-        name = msg.topic[len(self.topics.cmd):]
-        if not msg.topic.startswith(self.topics.cmd) or "/" in name or self.on_command is None:
-            return
-        try:
-            args = json.loads(msg.payload) if msg.payload.strip() else {}
-            if not isinstance(args, dict):
-                raise ValueError
-        except ValueError:
-            reply = {"ok": False, "error": "payload is not a JSON object: send {} or "
-                                           "{\"key\": value, ...}"}
-        else:
-            try:
-                reply = self.on_command(name, args)
-            except Exception as exc:  # a command must never take the daemon down
-                log.exception("command %s failed", name)
-                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        if reply is not None:  # None: the frame loop replies when it is done
-            self.reply(name, reply)
+        if self.on_command is not None:
+            self.on_command(msg.topic[len(self.topics.cmd):], bytes(msg.payload))
 
     def reply(self, command: str, reply: dict[str, Any]) -> None:
         self.publish(f"{self.topics.cmd}{command}/reply", reply, qos=1)
 
-    def publish(self, topic: str, payload: dict[str, Any] | bytes, *, qos: int = 0,
-                retain: bool = False) -> None:
+    def publish(self, topic: str, payload: dict[str, Any] | BaseModel | bytes, *,
+                qos: int = 0, retain: bool = False) -> None:
         data = payload if isinstance(payload, bytes) else messages.dumps(payload)
         info = self.client.publish(topic, data, qos=qos, retain=retain)
         if info.rc not in (self._mqtt.MQTT_ERR_SUCCESS, self._mqtt.MQTT_ERR_NO_CONN):
             self.errors += 1
             self.last_error = f"publish to {topic} failed: {self._mqtt.error_string(info.rc)}"
+
+    def publish_qos1(self, topic: str, payload: bytes) -> tuple[bool, int]:
+        """For the event sender: (accepted by paho, mid) of a QoS-1 publish."""
+        info = self.client.publish(topic, payload, qos=1)
+        return info.rc == self._mqtt.MQTT_ERR_SUCCESS, info.mid
 
     def close(self, state: str = "stopped", timeout: float = 3.0) -> None:
         """Announce a clean stop (retained), then disconnect so no last will is sent."""

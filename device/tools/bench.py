@@ -37,7 +37,7 @@ from device.images import decode_image
 from device.inference import create_classifier
 from device.tools.demo import start_broker
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger("device.tools.bench")
 
 
@@ -103,6 +103,18 @@ class Window:
         return self.frames / self.seconds
 
 
+def process_cpu(worker_pid: int | None) -> float:
+    """CPU seconds of this process plus the inference worker's (it runs the interpreter)."""
+    total = time.process_time()
+    if worker_pid is not None:
+        try:
+            fields = Path(f"/proc/{worker_pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def run_daemon(model: Path, backend: str, frames: Path, port: int, seconds: float, fps: float,
                live: bool, num_threads: int, warmup: float = 1.0) -> Window:
     cfg = parse_config({
@@ -116,18 +128,19 @@ def run_daemon(model: Path, backend: str, frames: Path, port: int, seconds: floa
     daemon = Daemon(cfg)
     daemon.setup()
     daemon.source.live = live
-    for _ in range(20):  # fill the replay cache and warm the interpreter
-        daemon.classifier.classify(daemon.source.read().image)
+    for _ in range(20):  # fill the replay cache
+        daemon.source.read()
     thread = threading.Thread(target=daemon.run, name="daemon")
     thread.start()
     deadline = time.monotonic() + 30
-    while daemon.frames == 0 and thread.is_alive() and time.monotonic() < deadline:
+    while daemon.stats.frames == 0 and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(warmup)
-    n0, first = daemon.frames, daemon.times.n
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    worker = daemon.slot.worker.pid
+    n0, first = daemon.stats.frames, daemon.times.n
+    cpu0, t0 = process_cpu(worker), time.perf_counter()
     time.sleep(seconds)
-    n1, cpu1, t1 = daemon.frames, time.process_time(), time.perf_counter()
+    n1, cpu1, t1 = daemon.stats.frames, process_cpu(worker), time.perf_counter()
     daemon.request_stop()
     thread.join(30)
     return Window(n1 - n0, t1 - t0, cpu1 - cpu0, daemon.times.percentiles(since=first),

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger("device.tools.demo")
 
 
@@ -63,7 +63,8 @@ def make_replay(folder: Path) -> None:
 
 
 def print_messages(port: int, prefix: str):
-    import paho.mqtt.client as mqtt
+    from device.config import MqttConfig
+    from device.mqtt.client import guarded, make_client
 
     def on_message(client, userdata, msg):
         topic = msg.topic.removeprefix(prefix)
@@ -88,9 +89,9 @@ def print_messages(port: int, prefix: str):
         else:
             print(f"{topic:14s} {json.dumps(p)}", flush=True)
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-controller")
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe(prefix + "#")
-    client.on_message = on_message
+    client = make_client(MqttConfig(host="127.0.0.1", port=port), "demo-controller")
+    client.on_connect = guarded(lambda c, u, f, rc, p: c.subscribe(prefix + "#"))
+    client.on_message = guarded(on_message)
     client.connect("127.0.0.1", port)
     client.loop_start()
     return client

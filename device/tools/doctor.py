@@ -181,7 +181,7 @@ def check_cameras(cfg: Config | None) -> list[Check]:
 
 
 def check_broker(cfg: Config) -> Check:
-    from device.mqtt.publisher import diagnose_connection
+    from device.mqtt.client import diagnose_connection
 
     m = cfg.mqtt
     where = f"{m.host}:{m.port}{' (TLS)' if m.tls else ''}"
@@ -190,7 +190,8 @@ def check_broker(cfg: Config) -> Check:
         return Check("broker", FAIL, problem, "check mqtt.host, mqtt.port and the TLS settings")
     import threading
 
-    import paho.mqtt.client as mqtt
+    from device.errors import ConfigError
+    from device.mqtt.client import make_client
 
     done = threading.Event()
     result: dict = {}
@@ -199,13 +200,10 @@ def check_broker(cfg: Config) -> Check:
         result["rc"] = reason_code
         done.set()
 
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"doctor-{os.getpid()}")
-    if m.username:
-        c.username_pw_set(m.username, m.password())
-    if m.tls:
-        c.tls_set(ca_certs=m.ca_file or None, certfile=m.cert_file or None,
-                  keyfile=m.key_file or None)
-        c.tls_insecure_set(m.tls_insecure)
+    try:  # the daemon's own factory: the same auth and TLS settings as the daemon
+        c = make_client(m, f"doctor-{os.getpid()}")
+    except ConfigError as exc:
+        return Check("broker", FAIL, str(exc), "fix the [mqtt] section")
     c.on_connect = on_connect
     try:
         c.connect(m.host, m.port, 10)

@@ -1,0 +1,136 @@
+"""Where classified frames go: a result stream (one message per frame, rate-limited) or
+events (one decision per object, stored in the outbox before anything is sent).
+
+Both run on the results thread. The event sink never loses a decided event silently: when
+the outbox cannot be written (disk full, read-only, I/O error) the event stays in memory
+in order, is retried every second, counted and shown in status; if that lasts longer than
+`state.max_unstored` the daemon exits so systemd restarts it (the events still in memory
+are written once more at the clean stop).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from device import messages
+from device.daemon.stats import Stats
+from device.daemon.worker import ModelSpec
+from device.decision import Decider, Event
+from device.inference import Classification
+from device.mqtt.outbox import Outbox
+from device.mqtt.publisher import Publisher, Topics
+from device.mqtt.sender import EventSender
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    def handle(self, frame, c: Classification, spec: ModelSpec) -> None: ...
+
+    def tick(self) -> None: ...
+
+
+class StreamSink:
+    """A result message per frame, at most `max_rate` a second."""
+
+    def __init__(self, publisher: Publisher, topics: Topics, qos: int, max_rate: float,
+                 stats: Stats):
+        self.publisher, self.topic, self.qos, self.stats = publisher, topics.result, qos, stats
+        self.min_gap = 1.0 / max_rate if max_rate else 0.0
+        self.last = 0.0
+
+    def handle(self, frame, c: Classification, spec: ModelSpec) -> None:
+        now = time.perf_counter()
+        if self.min_gap and now - self.last < self.min_gap:
+            return
+        total = frame.capture_ms + (now - frame.t_captured) * 1e3
+        result = messages.Result(frame.seq, frame.ts, c, frame.capture_ms, total,
+                                  frame.prepare_ms)
+        self.publisher.publish(self.topic, messages.result_payload(result, spec.info(),
+                                                                   spec.backend), qos=self.qos)
+        self.stats.published_one()
+        self.last = now
+
+    def tick(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class _Unstored:
+    event: Event
+    model: dict[str, str]
+    since: float
+
+
+class EventSink:
+    """Decider → outbox (event + count in one transaction) → sender, in order."""
+
+    def __init__(self, decider: Decider, outbox: Outbox, sender: EventSender,
+                 publish_counts: Callable[[], None], topics: Topics, device_id: str,
+                 stats: Stats, max_unstored: float = 60.0):
+        self.decider, self.outbox, self.sender = decider, outbox, sender
+        self.publish_counts = publish_counts
+        self.topic = topics["event"]
+        self.device_id = device_id
+        self.stats = stats
+        self.max_unstored = max_unstored
+        self.unstored: deque[_Unstored] = deque()
+        self.failing = ""
+        self.fatal = ""  # set when storing failed for too long: the daemon exits
+        self._next_retry = 0.0
+
+    def handle(self, frame, c: Classification, spec: ModelSpec) -> None:
+        event = self.decider.update(c.top_k, frame.ts)
+        if event is not None:
+            # stamped with the model that produced the frames, even across a reload
+            self.unstored.append(_Unstored(event, spec.info(), time.monotonic()))
+            self.stats.event(event.last_ts)
+            self.flush()
+
+    def tick(self) -> None:
+        if self.unstored and time.monotonic() >= self._next_retry:
+            self.flush()
+
+    def flush(self) -> None:
+        """Store what waits, oldest first; stop at the first failure (order matters)."""
+        stored = 0
+        while self.unstored:
+            item = self.unstored[0]
+            try:
+                self.outbox.add(self.topic, self._payload(item), item.event.label)
+            except sqlite3.Error as exc:
+                self._failed(exc)
+                break
+            self.unstored.popleft()
+            stored += 1
+        if stored:
+            if not self.unstored and self.failing:
+                log.warning("outbox writable again: %d held event(s) stored", stored)
+                self.stats.clear_error(self.failing)
+                self.failing = ""
+            self.sender.notify()
+            self.publish_counts()
+
+    def _payload(self, item: _Unstored) -> Callable[[int], bytes]:
+        def payload(seq: int) -> bytes:
+            return messages.dumps(messages.event_payload(item.event, item.model,
+                                                         self.device_id, seq))
+        return payload
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        self._next_retry = time.monotonic() + 1.0
+        waited = time.monotonic() - self.unstored[0].since
+        self.failing = (f"outbox cannot store events ({exc}): {len(self.unstored)} held in "
+                        f"memory for {waited:.0f} s, retrying; free disk space or fix "
+                        f"{self.outbox.path.parent}")
+        self.stats.error("outbox", self.failing, logging.ERROR)
+        if waited >= self.max_unstored and not self.fatal:
+            self.fatal = (f"outbox unwritable for {waited:.0f} s (state.max_unstored): "
+                          "exiting so systemd restarts the daemon")
+            log.critical("%s", self.fatal)
