@@ -36,7 +36,13 @@ class JournalFormatter(logging.Formatter):
         "DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"<{self.PRIORITY.get(record.levelname, 6)}>{record.name}: {record.getMessage()}"
+        prefix = f"<{self.PRIORITY.get(record.levelname, 6)}>"
+        text = f"{prefix}{record.name}: {record.getMessage()}"
+        if record.exc_info:  # each traceback line gets the priority too, or journald
+            # files the continuation lines as INFO and `journalctl -p err` misses them
+            text += "".join(f"\n{prefix}{line}" for line in
+                            self.formatException(record.exc_info).splitlines())
+        return text
 
 
 def _setup_logging(level: str = "INFO", fmt: str = "text") -> None:

@@ -66,8 +66,8 @@ class Target:
 
 def verify_locally(path: Path, allow_cpu: bool) -> Bundle:
     """Refuse a bundle before anything leaves this machine."""
-    from device.selftest import self_test
     from device.inference import create_classifier
+    from device.selftest import self_test
     from host_training.edgetpu_check import analyse
     from host_training.tflite_model import load_tflite
 

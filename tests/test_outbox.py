@@ -77,7 +77,7 @@ def test_an_unwritable_outbox_names_the_problem(tmp_path, monkeypatch):
     original = sqlite3.connect
     monkeypatch.setattr(sqlite3, "connect", lambda p, *a, **k: original(
         f"file:{p}?mode=ro", *a, uri=True, **k))
-    with pytest.raises(ConfigError, match="cannot be written.*owner and mode"):
+    with pytest.raises(ConfigError, match=r"cannot be written.*owner and mode"):
         Outbox(path)
 
 

@@ -39,6 +39,7 @@ class EventSender(threading.Thread):
         self.inflight: dict[int, int] = {}  # paho mid -> outbox row id
         self._publishing = False  # a publish() call is under way: its PUBACK may come first
         self._early: set[int] = set()  # PUBACKs seen during that call only
+        self._undeleted: list[int] = []  # acknowledged rows a failing disk kept: retried
         self.last_sent = 0
         self.sent = 0
         self.acked = 0
@@ -70,9 +71,18 @@ class EventSender(threading.Thread):
         try:
             self.outbox.ack(row)
             self.acked += 1
-        except Exception as exc:  # disk trouble: the row stays and is sent again later
-            log.warning("could not delete acknowledged event %d: %s", row, exc)
+        except Exception as exc:  # disk trouble: delete it once the disk recovers
+            log.warning("could not delete acknowledged event %d (retrying): %s", row, exc)
+            with self.lock:
+                self._undeleted.append(row)
+            return
         self.wake.set()
+
+    def _retry_deletes(self) -> None:
+        with self.lock:
+            rows, self._undeleted = self._undeleted, []
+        for row in rows:
+            self._ack(row)
 
     def pending_acks(self) -> int:
         with self.lock:
@@ -83,6 +93,8 @@ class EventSender(threading.Thread):
             self.wake.wait(1.0)
             self.wake.clear()
             try:
+                if self._undeleted:
+                    self._retry_deletes()
                 self._drain()
             except Exception:  # the sender must outlive a bad moment; rows stay stored
                 log.exception("event sender failed; will retry")
