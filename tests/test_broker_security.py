@@ -144,3 +144,42 @@ def test_untrusted_broker_certificate_is_rejected(tmp_path, secure_broker, daemo
         assert "Client is not connected" not in out
     finally:
         ctl.close()
+
+
+def test_tls_host_name_mismatch_is_named_as_such(tmp_path, secure_broker):
+    """A certificate from the right CA for another name: the advice is the host name, not
+    mqtt.ca_file (a real TLS server on loopback presents it)."""
+    import socket
+    import threading
+
+    from device.config import MqttConfig
+    from device.mqtt.client import diagnose_connection
+
+    d = secure_broker.dir
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=other.example", "-keyout",
+            str(tmp_path / "o.key"), "-out", str(tmp_path / "o.csr"), cwd=tmp_path)
+    (tmp_path / "o.ext").write_text("subjectAltName=DNS:other.example\n")
+    openssl("x509", "-req", "-in", str(tmp_path / "o.csr"), "-CA", str(d / "ca.crt"),
+            "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "1", "-extfile",
+            str(tmp_path / "o.ext"), "-out", str(tmp_path / "o.crt"), cwd=tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tmp_path / "o.crt", tmp_path / "o.key")
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve_one() -> None:
+        conn, _ = server.accept()
+        try:
+            ctx.wrap_socket(conn, server_side=True).close()
+        except (ssl.SSLError, OSError):
+            pass
+
+    t = threading.Thread(target=serve_one, daemon=True)
+    t.start()
+    try:
+        why = diagnose_connection(MqttConfig(host="127.0.0.1", port=port, tls=True,
+                                             ca_file=str(d / "ca.crt")))
+    finally:
+        server.close()
+    assert "does not name '127.0.0.1'" in why and "mqtt.host" in why, why
+    assert "mqtt.ca_file" not in why

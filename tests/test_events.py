@@ -251,3 +251,55 @@ def test_commands_can_be_switched_off(tmp_path, broker, daemon_factory):
         pub.disconnect()
     finally:
         rec.close()
+
+
+def test_a_clean_stop_hands_the_outbox_to_the_broker_first(tmp_path, broker, daemon_factory):
+    """The replay ends right after its last pass: the events decided last are sent and
+    acknowledged before the daemon exits, not left for the next start."""
+    import sqlite3
+
+    replay = tmp_path / "replay"
+    write_sequence(replay, PASSES, gap=3, frames_per_object=5, seed=4)
+    rec = Recorder(broker.port, "coral-classifier/vend-drain/event")
+    try:
+        d = daemon_factory(event_config(tmp_path, replay, broker.port, fps=200,
+                                        device_id="vend-drain"))
+        assert d.proc.wait(60) == 0, d.output()
+        left = sqlite3.connect(tmp_path / "state" / "outbox-vend-drain.sqlite").execute(
+            "SELECT COUNT(*) FROM outbox").fetchone()[0]
+        assert left == 0
+        rec.wait_for(lambda r: len(r.on("/event")) == len(PASSES), 10, "every event")
+    finally:
+        rec.close()
+
+
+def test_reset_counts_racing_events_leaves_retained_counts_equal_to_the_store(
+        tmp_path, broker, daemon_factory):
+    import sqlite3
+
+    replay = tmp_path / "replay"
+    write_sequence(replay, PASSES, gap=2, frames_per_object=4, seed=6)
+    rec = Recorder(broker.port, "coral-classifier/vend-race/#")
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    try:
+        d = daemon_factory(event_config(tmp_path, replay, broker.port, fps=300, loop=True,
+                                        device_id="vend-race"))
+        for n in range(1, 16):  # a reset each time an event lands: they interleave
+            rec.wait_for(lambda r, n=n: len(r.on("/event")) >= 2 * n, 60, "events")
+            c.publish("coral-classifier/vend-race/cmd/reset_counts", b"", qos=1)
+        rec.wait_for(lambda r: len(r.on("cmd/reset_counts/reply")) >= 15, 30, "replies")
+        assert d.signal(signal.SIGTERM) == 0
+    finally:
+        c.loop_stop()
+        c.disconnect()
+        rec.close()
+    stored = dict(sqlite3.connect(tmp_path / "state" / "outbox-vend-race.sqlite").execute(
+        "SELECT label, n FROM counts").fetchall())
+    late = Recorder(broker.port, "coral-classifier/vend-race/counts")  # the retained one
+    try:
+        late.wait_for(lambda r: r.json_on("counts"), 10, "retained counts")
+        assert late.json_on("counts")[-1]["counts"] == stored
+    finally:
+        late.close()

@@ -87,7 +87,7 @@ HOSTILE_MANIFESTS = {
 @pytest.mark.parametrize("case", HOSTILE_MANIFESTS)
 def test_hostile_manifest_is_a_model_error(tmp_path, case):
     root = raw_edit(copy_demo(tmp_path), HOSTILE_MANIFESTS[case])
-    with pytest.raises(ModelError, match="manifest|golden|sha256"):
+    with pytest.raises(ModelError, match=r"manifest|golden|sha256"):
         load_bundle(root)
 
 

@@ -136,3 +136,51 @@ def test_watchdog_stops_when_the_camera_stalls(tmp_path, broker, daemon_factory)
             assert d.proc.poll() is None, "the daemon stays up: systemd's watchdog decides"
     finally:
         cam.close()
+
+
+def test_watchdog_stops_when_mqtt_is_gone_too_long(tmp_path, daemon_factory):
+    """Frames keep flowing but the broker is gone longer than mqtt.max_disconnected: the
+    watchdog stops (systemd restarts the whole daemon), STATUS keeps coming."""
+    import time
+
+    from device.tools.synthetic import write_sequence
+
+    from .conftest import ROOT, Broker
+
+    b = Broker(tmp_path)
+    replay = tmp_path / "replay"
+    write_sequence(replay, ["note_5"], gap=2, frames_per_object=3, seed=2)
+    cfg = write_config(tmp_path / "w.toml",
+                       camera={"type": "replay", "source": str(replay), "fps": 30},
+                       model={"path": str(ROOT / "compiled_models" / "demo-notes"),
+                              "backend": "cpu"},
+                       mqtt={"host": "127.0.0.1", "port": b.port, "device_id": "wd",
+                             "status_interval": 0.3, "max_disconnected": 1.0})
+    path = str(tmp_path / "w.sock")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.bind(path)
+            s.settimeout(0.2)
+            d = daemon_factory(cfg, env={"NOTIFY_SOCKET": path})
+            got: list[tuple[float, str]] = []
+            stopped_at = None
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    got.append((time.monotonic(), s.recv(1000).decode()))
+                except TimeoutError:
+                    pass
+                dogs = [t for t, m in got if m == "WATCHDOG=1"]
+                if stopped_at is None and len(dogs) >= 10:
+                    b.stop()
+                    stopped_at = time.monotonic()
+                if stopped_at and time.monotonic() - stopped_at > 4:
+                    break
+            assert stopped_at is not None, got[-5:]
+            late = [t for t, m in got if m == "WATCHDOG=1" and t > stopped_at + 2.0]
+            status_late = [m for t, m in got if m.startswith("STATUS=") and t > stopped_at + 2]
+            assert not late, "the watchdog must starve once MQTT is gone for too long"
+            assert status_late, "the daemon itself keeps running"
+            assert d.proc.poll() is None
+    finally:
+        b.stop()

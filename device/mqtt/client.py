@@ -95,7 +95,7 @@ def diagnose_connection(cfg: MqttConfig, timeout: float = 5.0) -> str:
             with ctx.wrap_socket(sock, server_hostname=cfg.host):
                 return ""
         except ssl.SSLCertVerificationError as exc:
-            if exc.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+            if exc.verify_code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_
                 return (f"TLS: the broker's certificate does not name {cfg.host!r} "
                         f"({exc.verify_message}): connect with the host name in the "
                         "certificate (mqtt.host), or reissue the certificate for this name")
