@@ -69,12 +69,27 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
     from device.config import load_config
-    from device.daemon.lifecycle import run_daemon
+    from device.daemon.lifecycle import Daemon
 
     cfg = load_config(args.config)
     logging.getLogger().setLevel(args.log_level or cfg.log.level)
-    return run_daemon(cfg)
+    daemon = Daemon(cfg)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, daemon.request_stop)
+    signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload(reply=False))
+    try:
+        daemon.setup()
+    except BaseException:
+        if hasattr(daemon, "slot"):
+            daemon.slot.close()  # no orphaned inference worker
+        raise
+    if daemon.stop_event.is_set():  # stopped while loading
+        daemon.shutdown()
+        return 0
+    return daemon.run()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

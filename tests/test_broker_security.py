@@ -1,5 +1,6 @@
 """The daemon against a real mosquitto with TLS (verified), passwords and the shipped ACL."""
 
+import contextlib
 import ssl
 import subprocess
 import time
@@ -169,10 +170,8 @@ def test_tls_host_name_mismatch_is_named_as_such(tmp_path, secure_broker):
 
     def serve_one() -> None:
         conn, _ = server.accept()
-        try:
+        with contextlib.suppress(ssl.SSLError, OSError):
             ctx.wrap_socket(conn, server_side=True).close()
-        except (ssl.SSLError, OSError):
-            pass
 
     t = threading.Thread(target=serve_one, daemon=True)
     t.start()

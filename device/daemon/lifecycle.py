@@ -38,14 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_CAMERA_FAILURES = 10  # consecutive; then exit and let systemd restart us
 MAX_INFERENCE_FAILURES = 5
-MAX_RESTARTS = (5, 300.0)  # worker restarts within seconds; then exit for systemd
 DRAIN_SECONDS = 5.0  # a clean stop waits this long for the broker to take the outbox
-
-
-def load_request(cfg: Config) -> LoadRequest:
-    m = cfg.model
-    return LoadRequest(m.path, m.labels, m.backend, m.allow_cpu_fallback, m.device,
-                       m.num_threads, m.top_k, m.min_score)
 
 
 class Daemon:
@@ -66,7 +59,6 @@ class Daemon:
         self.buffer: FrameBuffer | None = None
         self.last_frame: Frame | None = None
         self._counts_lock = threading.Lock()
-        self._restarts: list[float] = []
         self.metrics = None
 
     # -- setup ---------------------------------------------------------------------------
@@ -75,7 +67,7 @@ class Daemon:
         # the interpreter's threads: measured, one thread costs ~1.3 ms less CPU per frame.
         cv2.setNumThreads(1)
         m = self.cfg.model
-        self.slot = ModelSlot(load_request(self.cfg), m.inference_timeout, m.load_timeout)
+        self.slot = ModelSlot(LoadRequest.from_config(m), m.inference_timeout, m.load_timeout)
         self.spec: ModelSpec = self.slot.start()  # loads and self-tests in the worker
         log.info("model %s v%s (sha256 %s…) on %s via %s", self.spec.name, self.spec.version,
                  self.spec.sha256[:12], self.spec.backend, self.spec.runtime)
@@ -229,21 +221,12 @@ class Daemon:
         return 0
 
     def _feed_watchdog(self) -> None:
-        p = self.publisher
-        mqtt_ok = p.network_alive and (
-            p.connected.is_set() or p.disconnected_since is None
-            or time.monotonic() - p.disconnected_since < self.cfg.mqtt.max_disconnected)
-        if mqtt_ok:
+        if self.publisher.healthy(self.cfg.mqtt.max_disconnected):
             self.notifier.watchdog()
 
     def _worker_died(self, exc: WorkerDied) -> int | None:
+        """Restart the worker; an exit code when that is not possible or too frequent."""
         self.stats.error("worker", f"{exc}; restarting it", logging.ERROR)
-        now = time.monotonic()
-        self._restarts = [t for t in self._restarts if now - t < MAX_RESTARTS[1]] + [now]
-        if len(self._restarts) > MAX_RESTARTS[0]:
-            log.error("inference worker restarted %d times in %.0f s; exiting",
-                      len(self._restarts) - 1, MAX_RESTARTS[1])
-            return WorkerDied.exit_code
         try:
             self.spec = self.slot.restart()
         except CoralError as err:
@@ -261,7 +244,7 @@ class Daemon:
         for done in self.slot.drain():
             self.results.put(done)
         try:
-            self.spec = self.slot.load(load_request(self.cfg))
+            self.spec = self.slot.load(LoadRequest.from_config(self.cfg.model))
         except WorkerDied as exc:
             self._worker_died(exc)
             result = {"ok": False, "error": str(exc), "model": self.spec.info()}
@@ -318,21 +301,3 @@ class Daemon:
         if signum is not None:
             log.info("received %s, stopping", signal.Signals(signum).name)
         self.stop_event.set()
-
-
-def run_daemon(cfg: Config) -> int:
-    """Build and run the daemon with signal handling; the CLI's `run`."""
-    daemon = Daemon(cfg)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, daemon.request_stop)
-    signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload(reply=False))
-    try:
-        daemon.setup()
-    except BaseException:
-        if hasattr(daemon, "slot"):
-            daemon.slot.close()
-        raise
-    if daemon.stop_event.is_set():
-        daemon.shutdown()
-        return 0
-    return daemon.run()

@@ -29,6 +29,7 @@ from device.inference import Inference
 log = logging.getLogger(__name__)
 
 DEPTH = 2  # frames in flight: one invoking, one waiting in the pipe
+MAX_RESTARTS = (5, 300.0)  # worker restarts within seconds; more: exit for systemd
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class ModelSlot:
         self._tickets = itertools.count(1)
         self.inflight: dict[int, tuple[Frame, ModelSpec, float]] = {}
         self.dropped = 0
+        self._restart_times: list[float] = []
 
     @property
     def restarts(self) -> int:
@@ -137,7 +139,14 @@ class ModelSlot:
         return self._install(spec)
 
     def restart(self) -> ModelSpec:
-        """After WorkerDied: a new worker with the current model."""
+        """After WorkerDied: a new worker with the current model. WorkerDied again when
+        it keeps dying (more than MAX_RESTARTS): systemd should restart everything."""
+        now = time.monotonic()
+        self._restart_times = [t for t in self._restart_times
+                               if now - t < MAX_RESTARTS[1]] + [now]
+        if len(self._restart_times) > MAX_RESTARTS[0]:
+            raise WorkerDied(f"inference worker restarted {MAX_RESTARTS[0]} times in "
+                             f"{MAX_RESTARTS[1]:.0f} s; giving up")
         self.dropped += len(self.inflight)
         for frame, _, _ in self.inflight.values():
             self.give(frame.prepared)

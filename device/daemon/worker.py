@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from device.config import ModelConfig
 from device.errors import BackendError, CoralError, ModelError
 from device.inference import Postprocess
 
@@ -43,6 +44,11 @@ class LoadRequest:
     num_threads: int = 2
     top_k: int = 3
     min_score: float = 0.0
+
+    @classmethod
+    def from_config(cls, m: ModelConfig) -> LoadRequest:
+        return cls(m.path, m.labels, m.backend, m.allow_cpu_fallback, m.device,
+                   m.num_threads, m.top_k, m.min_score)
 
 
 @dataclass(frozen=True)

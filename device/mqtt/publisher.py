@@ -99,6 +99,13 @@ class MqttPublisher:
         thread = getattr(self.client, "_thread", None)
         return thread is not None and thread.is_alive()
 
+    def healthy(self, max_disconnected: float) -> bool:
+        """The MQTT side works: its thread runs, and it is connected or has been trying
+        for less than max_disconnected seconds (the systemd watchdog's condition)."""
+        since = self.disconnected_since
+        return self.network_alive and (self.connected.is_set() or since is None
+                                       or time.monotonic() - since < max_disconnected)
+
     # paho callbacks run on paho's network thread, each under _guard.
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
