@@ -23,7 +23,13 @@ import numpy as np
 
 from device import processing
 from device.cameras.base import Frame
-from device.daemon.worker import LoadRequest, ModelSpec, WorkerDied, WorkerProcess
+from device.daemon.worker import (
+    LoadRequest,
+    ModelSpec,
+    RuntimeCrash,
+    WorkerDied,
+    WorkerProcess,
+)
 from device.inference import Inference
 
 log = logging.getLogger(__name__)
@@ -112,9 +118,22 @@ class ModelSlot:
         return (self.spec.height, self.spec.width, 3)
 
     def start(self) -> ModelSpec:
-        """Start the worker and load the configured model (ModelError/BackendError)."""
+        """Start the worker and load the configured model (ModelError/BackendError).
+
+        With backend "auto" and allow_cpu_fallback, an Edge TPU runtime that crashes the
+        worker (libedgetpu built for another TensorFlow) falls back to the CPU like a
+        missing TPU does: the crash happened in the worker, not in the daemon."""
         self.worker.start()
-        return self._install(self.worker.load(self.request))
+        try:
+            spec = self.worker.load(self.request)
+        except RuntimeCrash as exc:
+            if self.request.backend != "auto" or not self.request.allow_cpu_fallback:
+                raise
+            log.error("%s; falling back to the CPU (model.allow_cpu_fallback)", exc)
+            self.request = dataclasses.replace(self.request, backend="cpu")
+            self.worker.start()
+            spec = self.worker.load(self.request)
+        return self._install(spec)
 
     def _install(self, spec: ModelSpec) -> ModelSpec:
         shape = (spec.height, spec.width, 3)

@@ -77,6 +77,10 @@ class WorkerDied(CoralError):
     exit_code = 4
 
 
+class RuntimeCrash(BackendError):
+    """The runtime took the worker down while loading a model (a segfault in a delegate)."""
+
+
 # -- the child process ----------------------------------------------------------------------
 def _load(req: LoadRequest):
     from device.bundle import load_bundle
@@ -242,7 +246,7 @@ class WorkerProcess:
         try:
             reply = self.call(("load", req), "loaded", self.load_timeout)
         except WorkerDied as exc:
-            raise BackendError(
+            raise RuntimeCrash(
                 f"the runtime crashed while loading {req.path} on {req.backend} ({exc}): "
                 "on a Pi this is usually a libedgetpu built for another TensorFlow version "
                 "than the interpreter; run `coral-classifier doctor`") from None
