@@ -80,35 +80,92 @@ def test_to_rgb_swaps_picamera2_rgb888():
 
 
 class FakePicamera2:
-    """Stands in for picamera2.Picamera2 with its documented methods."""
+    """Stands in for picamera2.Picamera2 on an HQ camera (IMX477), quirks included, as
+    checked against picamera2's picamera2.py and libcamera's Raspberry Pi IPA:
+
+    - before configure(), camera_controls["ScalerCrop"] has the IPA's placeholder maximum
+      (65535, 65535, 65535, 65535); the real one (the configured mode's crop limits, also
+      camera_properties["ScalerCropMaximum"]) appears only after configure();
+    - camera_properties["PixelArrayActiveAreas"] is real from the start;
+    - without a raw stream size, libcamera picks the sensor mode nearest the main size,
+      which for a small model is the cropped 1332x990 mode;
+    - ScalerCrop is clamped to the mode's crop limits;
+    - frames show the ScalerCrop part of the scene, scaled to the main size (a gradient
+      scene, so tests can tell which part of the sensor they see).
+    """
 
     instances: typing.ClassVar[list] = []
-    sensor = (0, 0, 4056, 3040)  # an HQ camera's IMX477
+    active = (0, 0, 4056, 3040)
+    PLACEHOLDER = (65535, 65535, 65535, 65535)
+    sensor_modes: typing.ClassVar[list] = [
+        {"size": (1332, 990), "format": "SRGGB10_CSI2P", "crop_limits": (696, 528, 2664, 1980)},
+        {"size": (2028, 1080), "format": "SRGGB12_CSI2P", "crop_limits": (0, 440, 4056, 2160)},
+        {"size": (2028, 1520), "format": "SRGGB12_CSI2P", "crop_limits": (0, 0, 4056, 3040)},
+        {"size": (4056, 3040), "format": "SRGGB12_CSI2P", "crop_limits": (0, 0, 4056, 3040)},
+    ]
 
     def __init__(self, camera_num=0):
-        self.camera_controls = {"ScalerCrop": ((0, 0, 64, 64), self.sensor, self.sensor)}
+        self.camera_controls = {"ScalerCrop": ((0, 0, 64, 64), self.PLACEHOLDER,
+                                               (0, 0, 4056, 3040))}
+        self.camera_properties = {"PixelArraySize": (4056, 3040),
+                                  "PixelArrayActiveAreas": [self.active]}
+        self.sensor_resolution = (4056, 3040)
         self.camera_num = camera_num
         self.calls = []
+        self.mode = None
+        self.crop = None
         FakePicamera2.instances.append(self)
 
-    def create_video_configuration(self, main=None, buffer_count=4, controls=None, **kw):
-        self.calls.append(("create", main, controls))
-        return {"main": dict(main), "buffer_count": buffer_count, "controls": controls}
+    def create_video_configuration(self, main=None, buffer_count=4, controls=None, raw=None,
+                                   **kw):
+        self.calls.append(("create", main, controls, raw))
+        return {"main": dict(main), "buffer_count": buffer_count, "controls": controls,
+                "raw": dict(raw) if raw else None}
 
     def align_configuration(self, config):
         self.calls.append(("align",))
 
     def configure(self, config):
+        raw = config.get("raw")
+        if raw:
+            self.mode = next(m for m in self.sensor_modes if m["size"] == raw["size"])
+        else:  # nearest to the main size, as libcamera's mode selection does
+            w, h = config["main"]["size"]
+            self.mode = min(self.sensor_modes, key=lambda m: abs(m["size"][0] - w)
+                            + abs(m["size"][1] - h))
+        limits = self.mode["crop_limits"]
+        self.camera_controls["ScalerCrop"] = ((0, 0, 64, 64), limits, limits)
+        self.camera_properties["ScalerCropMaximum"] = limits
+        self.crop = limits
         self.config = config
+
+    def set_controls(self, controls):
+        self.calls.append(("set_controls", dict(controls)))
+        if "ScalerCrop" in controls:
+            x, y, w, h = controls["ScalerCrop"]
+            lx, ly, lw, lh = self.mode["crop_limits"]
+            x0, y0 = max(x, lx), max(y, ly)
+            x1, y1 = min(x + w, lx + lw), min(y + h, ly + lh)
+            self.crop = (x0, y0, x1 - x0, y1 - y0)
 
     def start(self):
         self.calls.append(("start",))
 
     def capture_array(self, name="main"):
+        import cv2
+
         w, h = self.config["main"]["size"]
-        arr = np.zeros((h, w, 3), np.uint8)
-        arr[..., 0] = 200  # picamera2 "RGB888": first byte is blue
-        return arr
+        x, y, cw, ch = self.crop
+        # the scene: red = sensor column / 16, green = sensor row / 12 (0..253)
+        cols = ((np.arange(x, x + cw, 8) // 16).clip(0, 255)).astype(np.uint8)
+        rows = ((np.arange(y, y + ch, 8) // 12).clip(0, 255)).astype(np.uint8)
+        scene = np.zeros((len(rows), len(cols), 3), np.uint8)
+        scene[..., 2] = cols[None, :]  # "BGR888" is R,G,B in memory; RGB888 is B,G,R
+        scene[..., 1] = rows[:, None]
+        out = cv2.resize(scene, (w, h), interpolation=cv2.INTER_AREA)
+        if self.config["main"]["format"] == "BGR888":
+            out = out[..., ::-1].copy()
+        return out
 
     def stop(self):
         self.calls.append(("stop",))
@@ -138,32 +195,74 @@ def test_isp_request_keeps_the_models_framing():
     assert abs(w / h - 4608 / 2592) < 0.01
 
 
-def test_picamera2_asks_isp_for_the_framing_and_swaps(fake_picamera2):
+def sees(image: np.ndarray) -> tuple[float, float, float, float]:
+    """Which part of the sensor an RGB frame shows: (x0, x1, y0, y1) in sensor pixels,
+    read back from the fake's gradient scene."""
+    red, green = image[..., 0].astype(float), image[..., 1].astype(float)
+    return (red[:, 0].mean() * 16, red[:, -1].mean() * 16,
+            green[0, :].mean() * 12, green[-1, :].mean() * 12)
+
+
+def test_picamera2_center_crop_model_sees_the_centred_square(fake_picamera2):
     cfg = CameraConfig(type="picamera2", source="1", fps=15, pixel_format="RGB888")
     src = create_frame_source(cfg, model_size=(224, 224), resize_policy="center_crop")
     cam = fake_picamera2.instances[0]
     assert cam.camera_num == 1
-    create = cam.calls[0]
-    assert create[1] == {"size": (224, 224), "format": "RGB888"}
-    assert create[2] == {"FrameRate": 15.0, "ScalerCrop": (508, 0, 3040, 3040)}
+    _, main, controls, raw = cam.calls[0]
+    assert main == {"size": (224, 224), "format": "RGB888"}
+    assert raw["size"] == (2028, 1520), "a full field-of-view mode is pinned"
+    assert ("set_controls", {"ScalerCrop": (508, 0, 3040, 3040)}) in cam.calls
     frame = src.read()
     assert frame.image.shape == (224, 224, 3)
-    assert frame.image[0, 0].tolist() == [0, 0, 200]  # blue moved to the last channel
+    x0, x1, y0, y1 = sees(frame.image)
+    assert abs(x0 - 508) < 40 and abs(x1 - 3548) < 40 and y0 < 40 and y1 > 3000
     src.close()
     assert cam.calls[-2:] == [("stop",), ("close",)]
 
 
-def test_picamera2_stretch_model_gets_the_whole_field_of_view(fake_picamera2):
-    src = create_frame_source(CameraConfig(type="picamera2"), model_size=(224, 224))
-    create = fake_picamera2.instances[0].calls[0]
-    assert create[1]["size"] == (320, 240) and create[2]["ScalerCrop"] == (0, 0, 4056, 3040)
-    assert src.read().image.shape == (240, 320, 3)  # the CPU finishes: 320x240 -> 224
+@pytest.mark.parametrize("policy", ["stretch", "letterbox"])
+def test_picamera2_stretch_and_letterbox_models_see_the_whole_sensor(fake_picamera2, policy):
+    src = create_frame_source(CameraConfig(type="picamera2"), model_size=(224, 224),
+                              resize_policy=policy)
+    cam = fake_picamera2.instances[0]
+    assert cam.calls[0][1]["size"] == (320, 240)
+    assert ("set_controls", {"ScalerCrop": (0, 0, 4056, 3040)}) in cam.calls
+    image = src.read().image
+    assert image.shape == (240, 320, 3)  # the CPU finishes: 320x240 -> 224
+    x0, x1, y0, y1 = sees(image)
+    assert x0 < 60 and x1 > 3990 and y0 < 60 and y1 > 2980, (x0, x1, y0, y1)
+
+
+def test_the_pre_configure_placeholder_is_never_used(fake_picamera2):
+    """Reading ScalerCrop's maximum before configure() gives 65535s: the old code asked
+    for 224x224 with a nonsense crop, and libcamera's nearest mode was a cropped one."""
+    src = create_frame_source(CameraConfig(type="picamera2"), model_size=(224, 224),
+                              resize_policy="center_crop")
+    cam = fake_picamera2.instances[0]
+    assert cam.mode["crop_limits"] == (0, 0, 4056, 3040)
+    crops = [c[1]["ScalerCrop"] for c in cam.calls if c[0] == "set_controls"]
+    assert crops and all(65535 not in crop for crop in crops)
+    assert src.read().image.shape == (224, 224, 3)
 
 
 def test_picamera2_without_isp_resize_uses_capture_size(fake_picamera2):
     cfg = CameraConfig(type="picamera2", width=640, height=480, isp_resize=False)
     src = create_frame_source(cfg, model_size=(224, 224))
     assert src.read().image.shape == (480, 640, 3)
+
+
+def test_picamera2_numpy_mismatch_gives_the_numpy_fix(monkeypatch):
+    """Bookworm's simplejpeg is built against numpy 1: with numpy 2 in the venv,
+    `import picamera2` raises ValueError (raspberrypi/picamera2#1088), not ImportError."""
+    class Broken(types.ModuleType):
+        def __getattr__(self, name):
+            raise ValueError("numpy.dtype size changed, may indicate binary "
+                             "incompatibility. Expected 96 from C header, got 88 from "
+                             "PyObject")
+
+    monkeypatch.setitem(sys.modules, "picamera2", Broken("picamera2"))
+    with pytest.raises(CameraError, match=r"numpy<2"):
+        create_frame_source(CameraConfig(type="picamera2"))
 
 
 def test_picamera2_missing_gives_install_hint(monkeypatch):

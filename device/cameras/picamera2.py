@@ -25,6 +25,38 @@ _IMPORT_HELP = (
     "python3-picamera2`, and create the venv with --system-site-packages so libcamera's "
     "Python bindings are visible (`make install-device` does this)."
 )
+_NUMPY_HELP = (
+    "picamera2 cannot be imported ({exc}): numpy {numpy} in the daemon's venv shadows "
+    "Raspberry Pi OS's numpy 1.24, which python3-simplejpeg (used by picamera2) is built "
+    "against. Fix: `venv/bin/pip install 'numpy<2' 'opencv-python-headless<4.12'` (make "
+    "install-device pins these), or remove numpy from the venv so the system one is used."
+)
+
+
+def import_picamera2():
+    """picamera2's class, or CameraError with the one fix that applies; never a traceback
+    (a numpy 2 wheel in the venv breaks Bookworm's simplejpeg with a ValueError)."""
+    try:
+        from picamera2 import Picamera2  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise CameraError(_IMPORT_HELP.format(exc=exc)) from None
+    except Exception as exc:  # ValueError: numpy.dtype size changed, and friends
+        if "numpy" in str(exc) or "dtype size changed" in str(exc):
+            raise CameraError(_NUMPY_HELP.format(exc=exc, numpy=np.__version__)) from None
+        raise CameraError(f"picamera2 fails to import ({type(exc).__name__}: {exc}); "
+                          "reinstall python3-picamera2 and run `coral-classifier doctor`") \
+            from None
+    return Picamera2
+
+
+def _covers(limits, full: Rect) -> bool:
+    """A sensor mode's crop_limits cover the whole active area."""
+    try:
+        x, y, w, h = (int(v) for v in limits)
+    except (TypeError, ValueError):
+        return False
+    fx, fy, fw, fh = full
+    return x <= fx and y <= fy and x + w >= fx + fw and y + h >= fy + fh
 
 
 def to_rgb(array: np.ndarray, pixel_format: str) -> np.ndarray:
@@ -64,13 +96,22 @@ def isp_request(model: tuple[int, int], full: Rect, policy: str,
 
 
 class Picamera2Source:
+    """Frames from a Raspberry Pi camera, framed like the model's training images.
+
+    Two libcamera facts shape this (checked against picamera2's picamera2.py and
+    libcamera's Raspberry Pi IPA): before configure() the IPA reports ScalerCrop with a
+    placeholder maximum (65535 x 4), real only after configuring, so the field of view is
+    taken from the PixelArrayActiveAreas property at start and the crop is set from
+    ScalerCropMaximum after configure(); and libcamera picks the sensor mode nearest the
+    requested raw size, which for a 224 px model can be a cropped mode, so a full
+    field-of-view mode is pinned through the raw stream.
+    """
+
     live = True
+
     def __init__(self, cfg: CameraConfig, model_size: tuple[int, int] | None = None,
                  resize_policy: str = "stretch"):
-        try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
-        except ImportError as exc:
-            raise CameraError(_IMPORT_HELP.format(exc=exc)) from None
+        Picamera2 = import_picamera2()
         self.cfg = cfg
         self.format = cfg.pixel_format
         num = int(cfg.source) if cfg.source.isdigit() else 0
@@ -81,39 +122,70 @@ class Picamera2Source:
             raise CameraError(
                 f"camera {num} not found ({exc}): is the ribbon cable seated and "
                 "`rpicam-hello --list-cameras` listing it?") from None
-        size, crop = (cfg.width, cfg.height), None
-        full = self._sensor_area() if cfg.isp_resize and model_size else None
-        if full is not None:
-            size, crop = isp_request(tuple(model_size), full, resize_policy)
-        controls = {"FrameRate": float(cfg.fps)}
-        if crop is not None:
-            controls["ScalerCrop"] = crop
+        size, full = (cfg.width, cfg.height), None
+        isp = cfg.isp_resize and model_size is not None
+        if isp:
+            full = self._active_area()
+            if full is not None:
+                size, _ = isp_request(tuple(model_size), full, resize_policy)
+        extra = {}
+        mode = self._full_fov_mode(full) if full is not None else None
+        if mode is not None:
+            extra["raw"] = {"size": tuple(mode["size"]), "format": str(mode["format"])}
         config = self.cam.create_video_configuration(
-            main={"size": tuple(size), "format": self.format},
-            buffer_count=4,
-            controls=controls,
-        )
+            main={"size": tuple(size), "format": self.format}, buffer_count=4,
+            controls={"FrameRate": float(cfg.fps)}, **extra)
         self.cam.align_configuration(config)
         self.cam.configure(config)
         actual = tuple(config["main"]["size"])
         if actual != tuple(size):
             log.info("picamera2 aligned %s to %s; the CPU resizes the rest", size, actual)
+        if isp:
+            maximum = self._crop_maximum() or full
+            if maximum is not None:
+                _, crop = isp_request(tuple(model_size), maximum, resize_policy)
+                self.cam.set_controls({"ScalerCrop": crop})
         self.cam.start()
         self.pacer = Pacer(cfg.fps)
         self.seq = 0
 
-    def _sensor_area(self) -> Rect | None:
-        """ScalerCrop's maximum (the whole usable sensor), or the sensor resolution."""
+    def _active_area(self) -> Rect | None:
+        """The sensor's active pixel area (valid before configure, unlike ScalerCrop)."""
+        props = getattr(self.cam, "camera_properties", {}) or {}
         try:
-            limits = self.cam.camera_controls.get("ScalerCrop")
-            if limits:
-                return tuple(int(v) for v in limits[1])  # (min, max, default)
-            w, h = self.cam.sensor_resolution
+            areas = props.get("PixelArrayActiveAreas")
+            if areas:
+                return tuple(int(v) for v in areas[0])
+            w, h = props.get("PixelArraySize") or self.cam.sensor_resolution
             return (0, 0, int(w), int(h))
         except (AttributeError, TypeError, ValueError, IndexError):
             log.warning("picamera2 reports no sensor area: asking for %dx%d, CPU resizes",
                         self.cfg.width, self.cfg.height)
             return None
+
+    def _full_fov_mode(self, full: Rect) -> dict | None:
+        """The smallest (fastest) sensor mode that sees the whole active area."""
+        try:
+            modes = list(self.cam.sensor_modes)
+        except (AttributeError, RuntimeError) as exc:
+            log.warning("picamera2 cannot list sensor modes (%s): libcamera picks one", exc)
+            return None
+        whole = [m for m in modes if _covers(m.get("crop_limits"), full)]
+        if not whole:
+            log.warning("no sensor mode sees the whole sensor: libcamera picks one")
+            return None
+        return min(whole, key=lambda m: m["size"][0] * m["size"][1])
+
+    def _crop_maximum(self) -> Rect | None:
+        """ScalerCrop's real maximum for the configured mode (after configure only)."""
+        props = getattr(self.cam, "camera_properties", {}) or {}
+        value = props.get("ScalerCropMaximum")
+        if value is None:
+            limits = (getattr(self.cam, "camera_controls", {}) or {}).get("ScalerCrop")
+            value = limits[1] if limits else None
+        if value is None or 65535 in tuple(value)[2:]:  # the pre-configure placeholder
+            return None
+        return tuple(int(v) for v in value)
 
     def read(self) -> Frame | None:
         self.pacer.wait()
