@@ -50,10 +50,15 @@ def test_directives_the_daemon_relies_on():
                  "SupplementaryGroups=video plugdev apex", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "ReadWritePaths=/var/lib/coral-classifier",
                  "ProtectHome=yes", "PrivateTmp=yes", "DevicePolicy=closed",
-                 "DeviceAllow=/dev/apex_0 rw", "DeviceAllow=char-usb_device rw",
+                 "DeviceAllow=char-apex rw", "DeviceAllow=char-usb_device rw",
                  "DeviceAllow=char-video4linux rw", "RestrictAddressFamilies="):
         assert line in text, line
     assert int(re.search(r"WatchdogSec=(\d+)", text).group(1)) >= 10
+    directives = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    # /proc/cpuinfo must stay visible (XNNPACK); vchiq is not libcamera's; apex_0 alone
+    # would miss a second card and one that appears after start
+    for absent in ("ProcSubset=pid", "/dev/vchiq", "/dev/apex_0"):
+        assert not any(absent in ln for ln in directives), absent
 
 
 def test_security_exposure_is_low(unit_here):
@@ -61,7 +66,7 @@ def test_security_exposure_is_low(unit_here):
                        capture_output=True, text=True)
     m = re.search(r"Overall exposure level for \S+: ([\d.]+)", r.stdout + r.stderr)
     assert m, r.stdout[-500:] + r.stderr[-500:]
-    assert float(m.group(1)) <= 2.0
+    assert float(m.group(1)) <= 1.5
 
 
 def test_udev_rule_has_both_usb_ids_and_apex():
