@@ -70,8 +70,13 @@ class Decider:
             return vote is _BACKGROUND
         return vote is _UNSURE
 
-    def update(self, top: tuple[Class, ...], ts: float) -> Event | None:
+    def update(self, top: tuple[Class, ...], ts: float,
+               out_of_distribution: bool = False) -> Event | None:
+        """Feed one frame; `out_of_distribution` (the bundle's OOD rule rejected it) makes
+        its vote unsure: enough such frames give an `unknown` event, never a value."""
         vote = self._vote(top)
+        if out_of_distribution and vote is not _BACKGROUND:
+            vote = _UNSURE
         score = top[0].score if top else 0.0
         self.empty_run = self.empty_run + 1 if self._is_empty(vote) else 0
         if self.latched:

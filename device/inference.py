@@ -62,6 +62,13 @@ class Inference:
     preprocess_ms: float
     inference_ms: float
     postprocess: Postprocess
+    extra: tuple[np.ndarray, ...] = ()  # further outputs, dequantized (e.g. OOD similarities)
+
+    def outputs(self) -> list[np.ndarray]:
+        """Every output dequantized, in the model's order: what openset.judge() takes."""
+        p = self.postprocess
+        return [processing.dequantize(self.raw, p.scale, p.zero_point).reshape(-1),
+                *self.extra]
 
     def classify(self) -> Classification:
         t0 = time.perf_counter()
@@ -118,6 +125,8 @@ class TFLiteClassifier:
                 "in the bundle; export a full-integer model")
         self._input_index = inp["index"]
         self._output_index = out["index"]
+        self._extra_outputs = [(d["index"], *d.get("quantization", (0.0, 0)))
+                               for d in outputs[1:]]
         self.out_scale, self.out_zero = out.get("quantization", (0.0, 0))
         n_out = int(np.prod(out["shape"]))
         labels = bundle.labels or tuple(str(i) for i in range(n_out))
@@ -172,7 +181,9 @@ class TFLiteClassifier:
         self.interpreter.invoke()
         t2 = time.perf_counter()
         raw = self.interpreter.get_tensor(self._output_index)  # a copy
-        return Inference(raw, (t1 - t0) * 1e3, (t2 - t1) * 1e3, self.postprocess)
+        extra = tuple(processing.dequantize(self.interpreter.get_tensor(i), sc, zp).reshape(-1)
+                      for i, sc, zp in self._extra_outputs)
+        return Inference(raw, (t1 - t0) * 1e3, (t2 - t1) * 1e3, self.postprocess, extra)
 
     def classify(self, rgb: np.ndarray, prepared: bool = False) -> Classification:
         """Rank the classes of one RGB frame: infer() and rank at once."""

@@ -58,6 +58,13 @@ class ResultPayload(_Payload):
     model: ModelInfo
     backend: Literal["cpu", "edgetpu"]
     latency_ms: Latency
+    accepted: bool | None = Field(None, description="whether this frame counts as a vote "
+                                  "for `label` under the bundle's operating point and reject "
+                                  "rules (background and unknown are never accepted)")
+    ood_score: float | None = Field(None, description="the bundle's out-of-distribution "
+                                    "score (higher = less like the training data)")
+    reason: str | None = Field(None, description="why: accepted, background, unknown, "
+                               "below_threshold or out_of_distribution")
 
 
 class OutboxStatus(_Payload):
@@ -155,7 +162,9 @@ def model_info(bundle) -> dict[str, str]:
     return {"name": bundle.name, "version": bundle.version, "sha256": bundle.sha256}
 
 
-def result_payload(result: Result, model: dict[str, str], backend: str) -> dict[str, Any]:
+def result_payload(result: Result, model: dict[str, str], backend: str,
+                   verdict=None) -> dict[str, Any]:
+    """verdict: the openset.Verdict of this frame, when the caller judged it."""
     c = result.classification
     best = c.best
     return ResultPayload(
@@ -167,7 +176,11 @@ def result_payload(result: Result, model: dict[str, str], backend: str) -> dict[
                            preprocess=round(result.prepare_ms + c.preprocess_ms, 3),
                            inference=round(c.inference_ms, 3),
                            postprocess=round(c.postprocess_ms, 3),
-                           total=round(result.total_ms, 3))).model_dump()
+                           total=round(result.total_ms, 3)),
+        accepted=verdict.accepted if verdict is not None else None,
+        ood_score=(round(verdict.ood_score, 5) if verdict is not None
+                   and verdict.ood_score is not None else None),
+        reason=verdict.reason if verdict is not None else None).model_dump()
 
 
 def event_payload(event: Event, model: dict[str, str], device_id: str,

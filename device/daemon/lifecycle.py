@@ -33,6 +33,7 @@ from device.mqtt.commands import CommandRunner
 from device.mqtt.outbox import Outbox
 from device.mqtt.publisher import MqttPublisher
 from device.mqtt.sender import EventSender
+from device.openset import judge
 
 log = logging.getLogger(__name__)
 
@@ -265,10 +266,11 @@ class Daemon:
 
     def _handle_result(self, done: Done) -> None:
         """The results thread: rank, decide or publish, and record where the time went."""
-        frame = done.frame
+        frame, spec = done.frame, done.spec
         c = done.inference.classify()
+        verdict = judge(spec.point, spec.labels, done.inference.outputs())
         t_pub = time.perf_counter()
-        self.sink.handle(frame, c, done.spec)
+        self.sink.handle(frame, c, spec, verdict)
         t_done = time.perf_counter()
         if self.metrics is not None:
             self.metrics.inference.observe(c.inference_ms / 1e3)

@@ -26,12 +26,13 @@ from device.inference import Classification
 from device.mqtt.outbox import Outbox
 from device.mqtt.publisher import Publisher, Topics
 from device.mqtt.sender import EventSender
+from device.openset import Verdict
 
 log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
-    def handle(self, frame, c: Classification, spec: ModelSpec) -> None: ...
+    def handle(self, frame, c: Classification, spec: ModelSpec, verdict: Verdict) -> None: ...
 
     def tick(self) -> None: ...
 
@@ -45,15 +46,15 @@ class StreamSink:
         self.min_gap = 1.0 / max_rate if max_rate else 0.0
         self.last = 0.0
 
-    def handle(self, frame, c: Classification, spec: ModelSpec) -> None:
+    def handle(self, frame, c: Classification, spec: ModelSpec, verdict: Verdict) -> None:
         now = time.perf_counter()
         if self.min_gap and now - self.last < self.min_gap:
             return
         total = frame.capture_ms + (now - frame.t_captured) * 1e3
         result = messages.Result(frame.seq, frame.ts, c, frame.capture_ms, total,
                                   frame.prepare_ms)
-        self.publisher.publish(self.topic, messages.result_payload(result, spec.info(),
-                                                                   spec.backend), qos=self.qos)
+        self.publisher.publish(self.topic, messages.result_payload(
+            result, spec.info(), spec.backend, verdict), qos=self.qos)
         self.stats.published_one()
         self.last = now
 
@@ -85,8 +86,9 @@ class EventSink:
         self.fatal = ""  # set when storing failed for too long: the daemon exits
         self._next_retry = 0.0
 
-    def handle(self, frame, c: Classification, spec: ModelSpec) -> None:
-        event = self.decider.update(c.top_k, frame.ts)
+    def handle(self, frame, c: Classification, spec: ModelSpec, verdict: Verdict) -> None:
+        event = self.decider.update(c.top_k, frame.ts,
+                                    verdict.reason == "out_of_distribution")
         if event is not None:
             # stamped with the model that produced the frames, even across a reload
             self.unstored.append(_Unstored(event, spec.info(), time.monotonic()))

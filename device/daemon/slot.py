@@ -239,8 +239,8 @@ class ModelSlot:
         self.give(frame.prepared)
         if kind == "fail":
             return Done(frame, spec, None, reply[2])
-        _, _, pre_ms, inf_ms, raw = reply
-        return Done(frame, spec, Inference(raw, pre_ms, inf_ms, spec.postprocess))
+        _, _, pre_ms, inf_ms, raw, extra = reply
+        return Done(frame, spec, Inference(raw, pre_ms, inf_ms, spec.postprocess, extra))
 
     def drain(self, timeout: float = 10.0) -> list[Done]:
         """Wait for everything in flight (before a reload or a stop)."""

@@ -28,6 +28,7 @@ import numpy as np
 from device.config import ModelConfig
 from device.errors import BackendError, CoralError, ModelError
 from device.inference import Postprocess
+from device.openset import OperatingPoint, fallback_point, operating_point
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class ModelSpec:
     resize: str
     postprocess: Postprocess
     manifest_decision: dict[str, Any] | None = None
+    point: OperatingPoint | None = None  # the bundle's reject rule (or the fallback)
 
     def info(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
@@ -97,9 +99,18 @@ def _load(req: LoadRequest):
         clf.close()
         raise
     b = clf.bundle
+    manifest = b.manifest if isinstance(b.manifest, dict) else {}
+    try:
+        point = operating_point(manifest) or fallback_point(b.labels)
+    except ValueError as exc:
+        clf.close()
+        raise ModelError(f"{b.root}: {exc}") from None
+    if manifest and operating_point(manifest) is None:
+        log.warning("bundle %s has no decision section: no reject path for things it was "
+                    "not trained on (retrain with --negatives)", b.name)
     spec = ModelSpec(b.name, b.version, b.sha256, b.labels, clf.backend, clf.runtime,
                      clf.width, clf.height, clf.resize_policy, clf.postprocess,
-                     b.manifest.get("decision") if isinstance(b.manifest, dict) else None)
+                     manifest.get("decision"), point)
     return clf, spec
 
 
@@ -124,7 +135,8 @@ def serve(conn: Connection, log_level: int = logging.INFO) -> None:
                 except (RuntimeError, ValueError, TypeError) as exc:
                     conn.send(("fail", ticket, f"inference failed: {exc}"))
                     continue
-                conn.send(("out", ticket, inf.preprocess_ms, inf.inference_ms, inf.raw))
+                conn.send(("out", ticket, inf.preprocess_ms, inf.inference_ms, inf.raw,
+                           inf.extra))
             elif kind == "load":
                 try:
                     new, spec = _load(msg[1])
