@@ -208,7 +208,7 @@ def test_picamera2_center_crop_model_sees_the_centred_square(fake_picamera2):
     src = create_frame_source(cfg, model_size=(224, 224), resize_policy="center_crop")
     cam = fake_picamera2.instances[0]
     assert cam.camera_num == 1
-    _, main, controls, raw = cam.calls[0]
+    _, main, _controls, raw = cam.calls[0]
     assert main == {"size": (224, 224), "format": "RGB888"}
     assert raw["size"] == (2028, 1520), "a full field-of-view mode is pinned"
     assert ("set_controls", {"ScalerCrop": (508, 0, 3040, 3040)}) in cam.calls

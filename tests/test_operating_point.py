@@ -33,9 +33,11 @@ def test_config_keys_override_the_bundle_only_where_set():
     assert r.threshold == 0.7 and r.background_labels == ()
 
 
-def test_daemon_events_follow_the_bundles_class_thresholds(tmp_path, broker, daemon_factory):
-    """note_20 needs an unreachable 1.01 in this bundle's operating point: its passes become `unknown`
-    events (the background class is set by the bundle too), the others stay values."""
+def test_daemon_events_follow_the_bundles_class_thresholds(tmp_path, broker,
+                                                           daemon_factory):
+    """note_20 needs an unreachable 1.01 in this bundle's operating point: its pass becomes
+    an `unknown` event (the background class is set by the bundle too), the others stay
+    values."""
     bundle = tmp_path / "strict"
     shutil.copytree(DEMO, bundle)
     m = json.loads((bundle / "manifest.json").read_text())
