@@ -3,7 +3,8 @@
 Phase 1 trains only the head, on base features computed once (a few augmented copies per
 image) instead of every epoch: the frozen base gives the same output each epoch, so
 recomputing it is pure waste. Phase 2 fine-tunes the upper base end to end with online
-augmentation, the base called with training=False so batch norm keeps its statistics.
+augmentation (host_training.augment, numpy + OpenCV), batch norm frozen. The exported
+model adds a class-mean cosine similarity output for the reject path.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from host_training.settings import Augment, TrainSettings
+from host_training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -122,45 +123,13 @@ def add_similarity(built: Built, means: np.ndarray) -> keras.Model:
     return keras.Model(inputs, [sims, built.model(inputs)], name="classifier_ood")
 
 
-def augmenter(a: Augment, seed: int) -> keras.Sequential:
-    """The augmentation layers (active only when called with training=True)."""
-    layers = []
-    if a.flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if a.rotation:
-        layers.append(keras.layers.RandomRotation(a.rotation, fill_mode="reflect", seed=seed))
-    if a.zoom:
-        layers.append(keras.layers.RandomZoom((-a.zoom, a.zoom), fill_mode="reflect", seed=seed))
-    if a.translate:
-        layers.append(keras.layers.RandomTranslation(a.translate, a.translate,
-                                                     fill_mode="reflect", seed=seed))
-    if a.brightness:
-        layers.append(keras.layers.RandomBrightness(a.brightness, value_range=(0, 255), seed=seed))
-    if a.contrast:
-        layers.append(keras.layers.RandomContrast(a.contrast, value_range=(0, 255), seed=seed))
-    return keras.Sequential(layers, name="augment")
-
-
-def _augment_batch(aug: keras.Sequential, a: Augment, x: tf.Tensor) -> tf.Tensor:
-    if a.rot90:
-        k = tf.random.uniform([], 0, 4, dtype=tf.int32)
-        x = tf.image.rot90(x, k)
-    x = aug(x, training=True) if aug.layers else x
-    return tf.clip_by_value(x, 0.0, 255.0)
-
-
-def _batches(images: np.ndarray, labels: np.ndarray | None, s: TrainSettings,
-             augment: bool, shuffle: bool) -> tf.data.Dataset:
+def _batches(images: np.ndarray, labels: np.ndarray | None, s: TrainSettings) -> tf.data.Dataset:
+    """Plain (validation) batches, cast to float inside the pipeline."""
     ds = tf.data.Dataset.from_tensor_slices((images, labels) if labels is not None else images)
-    if shuffle:
-        ds = ds.shuffle(len(images), seed=s.seed, reshuffle_each_iteration=True)
     ds = ds.batch(s.batch_size)
-    aug = augmenter(s.augment, s.seed)
 
     def prep(x, *y):
         x = tf.cast(x, tf.float32)
-        if augment:
-            x = _augment_batch(aug, s.augment, x)
         return (x, *y) if y else x
 
     return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
@@ -320,7 +289,7 @@ def fine_tune(built: Built, train_x: np.ndarray, train_y: np.ndarray, val_x: np.
     sample_w = np.asarray([weights.get(int(c), 1.0) if weights else 1.0 for c in train_y],
                           np.float32)
     train = _stream(train_x, _onehot(train_y, n), sample_w, s, extras, steps)
-    val = _batches(val_x, _onehot(val_y, n), s, augment=False, shuffle=False)
+    val = _batches(val_x, _onehot(val_y, n), s)
     t0 = time.perf_counter()
     warnings.filterwarnings("ignore", message=".*shuffle=True. was passed")
     h = built.model.fit(

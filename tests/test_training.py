@@ -46,6 +46,9 @@ def test_bundle_is_complete_and_verified(tiny):
     assert m["dataset"]["train"] and m["training"]["settings"]["weights"] == "none"
     assert m["edgetpu_check"]["cpu_ops"] == 0, m["edgetpu_check"]  # the compiler will map all
     assert "| note_5 |" in tiny["stdout"] and "agreement" in tiny["stdout"]
+    # a plain class-folder dataset: a working bundle, its operating point, and a warning
+    assert m["outputs"] == ["scores", "similarity"] and m["decision"]["background_labels"] == []
+    assert "no reject path" in tiny["stderr"]
 
 
 def test_int8_model_is_uint8_batch1_and_agrees_with_keras(tiny):
