@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 EDGETPU_LIB = "libedgetpu.so.1"
 RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+# For the Edge TPU, tflite_runtime first: community libedgetpu builds target a matching
+# tflite-runtime (device/tools/pairing.py); no libedgetpu is built for LiteRT yet.
+EDGETPU_RUNTIMES = ("tflite_runtime.interpreter", "ai_edge_litert.interpreter")
 
 _NO_TPU_HELP = (
     "Is the USB accelerator plugged in (a USB 3 port), or the M.2/PCIe card seated with "
@@ -26,14 +29,16 @@ _NO_TPU_HELP = (
 )
 
 
-def interpreter_module() -> tuple[Any, str]:
+def interpreter_module(order: tuple[str, ...] = RUNTIMES) -> tuple[Any, str]:
     """The first importable TFLite runtime module and its name."""
     errors = []
-    for name in RUNTIMES:
+    for name in order:
         try:
             return importlib.import_module(name), name.split(".")[0]
-        except ImportError as exc:
-            errors.append(f"{name}: {exc}")
+        except (ImportError, SystemError, ValueError) as exc:
+            # SystemError/ValueError: a wheel built for numpy 1 under numpy 2 (tflite-runtime
+            # 2.14 raises SystemError at import or first use)
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
     raise BackendError(
         "no TFLite runtime is installed: `pip install ai-edge-litert` (or tflite-runtime "
         "with numpy<2). Tried: " + "; ".join(errors)
@@ -44,6 +49,11 @@ def _open(factory, model_path: str, **kwargs):
     try:
         interpreter = factory(model_path=model_path, **kwargs)
         interpreter.allocate_tensors()
+    except SystemError as exc:
+        raise BackendError(
+            f"the TFLite runtime fails under numpy {_numpy_version()} ({exc}): tflite-runtime "
+            "wheels up to 2.14 need numpy<2; `pip install 'numpy<2'` in the daemon's venv, "
+            "or use ai-edge-litert for the CPU") from None
     except ValueError as exc:
         raise ModelError(
             f"{model_path} is not a valid TFLite model ({exc}): the file is corrupt or "
@@ -85,7 +95,7 @@ def edgetpu_interpreter(model_path: str, device: str = ""):
             raise ModelError(f"{model_path} cannot run on the Edge TPU: {exc}") from None
         return interpreter, "pycoral"
 
-    module, name = interpreter_module()
+    module, name = interpreter_module(EDGETPU_RUNTIMES)
     options = {"device": device} if device else {}
     try:
         # Load the library ourselves first: when it is missing, load_delegate leaves a
@@ -101,3 +111,9 @@ def edgetpu_interpreter(model_path: str, device: str = ""):
         raise BackendError(f"no Edge TPU found ({exc}). " + _NO_TPU_HELP) from None
     return _open(module.Interpreter, model_path, experimental_delegates=[delegate]), name
 
+
+
+def _numpy_version() -> str:
+    import numpy
+
+    return numpy.__version__

@@ -12,6 +12,7 @@ import ctypes
 import grp
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import pwd
@@ -21,7 +22,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from device.cameras.picamera2 import import_picamera2
 from device.config import Config
+from device.errors import CameraError
 from device.tools.doctor_checks import (
     FAIL,
     OK,
@@ -32,6 +35,7 @@ from device.tools.doctor_checks import (
     check_model,
     check_service,
 )
+from device.tools.pairing import ROUTES, check_pairing
 
 MARK = {OK: "✔", WARN: "!", FAIL: "✘"}
 USB_IDS = {("1a6e", "089a"): "Coral USB Accelerator (before firmware load)",
@@ -70,10 +74,10 @@ def check_runtimes(needs_tpu: bool) -> list[Check]:
         out.append(Check("TFLite runtimes", FAIL, "none importable",
                          "pip install ai-edge-litert (in the daemon's venv)"))
     if "pycoral" not in found and needs_tpu:
-        out.append(Check("pycoral", WARN, "not installed: the Edge TPU is used through "
-                         "ai-edge-litert/tflite-runtime with libedgetpu's delegate",
-                         "optional: sudo apt-get install python3-pycoral (Coral's apt repo; "
-                         "the PyPI package named pycoral is unrelated)"))
+        out.append(Check("pycoral", OK, "not installed (not needed): the Edge TPU is used "
+                         "through tflite-runtime with libedgetpu's delegate; python3-pycoral "
+                         "cannot install on Bookworm (Python <= 3.9) and the PyPI package "
+                         "named pycoral is unrelated"))
     import numpy
 
     tfr = _version("tflite-runtime")
@@ -86,19 +90,33 @@ def check_runtimes(needs_tpu: bool) -> list[Check]:
     return out
 
 
-def check_libedgetpu(needs_tpu: bool) -> Check:
+def libedgetpu_version() -> str | None:
+    """The installed libedgetpu package's version ('16.0', '16.0tf2.17.1-1'), if any."""
+    if not shutil.which("dpkg-query"):
+        return None
+    r = subprocess.run(["dpkg-query", "-W", "-f=${Version}\n", "libedgetpu1-std",
+                        "libedgetpu1-max"], capture_output=True, text=True)
+    versions = [v for v in r.stdout.split() if v]
+    return versions[0] if versions else None
+
+
+def check_libedgetpu(needs_tpu: bool) -> list[Check]:
     try:
         ctypes.CDLL("libedgetpu.so.1")
     except OSError:
-        return Check("libedgetpu", FAIL if needs_tpu else WARN, "libedgetpu.so.1 not found",
-                     "add Coral's apt repository, then sudo apt-get install libedgetpu1-std "
-                     "(or -max for the faster clock)")
-    version = ""
-    if shutil.which("dpkg-query"):
-        r = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Version}",
-                            "libedgetpu1-std", "libedgetpu1-max"], capture_output=True, text=True)
-        version = r.stdout.strip()
-    return Check("libedgetpu", OK, f"libedgetpu.so.1 loads {version}".strip())
+        return [Check("libedgetpu", FAIL if needs_tpu else WARN, "libedgetpu.so.1 not found",
+                      "install a libedgetpu built for your TFLite runtime: " + ROUTES)]
+    version = libedgetpu_version()
+    out = [Check("libedgetpu", OK, f"libedgetpu.so.1 loads ({version or 'version unknown'})")]
+    interpreters = {}
+    for module, dist in (("tflite_runtime", "tflite-runtime"), ("ai_edge_litert",
+                                                                 "ai-edge-litert")):
+        if importlib.util.find_spec(module) is not None:
+            interpreters[module] = _version(dist) or "?"
+    pairing = check_pairing(version, interpreters)
+    out.append(Check("Edge TPU runtime pairing", OK if pairing.ok else
+                     (FAIL if needs_tpu else WARN), pairing.detail, pairing.fix))
+    return out
 
 
 def check_devices(needs_tpu: bool, sys_root: Path = Path("/")) -> Check:
@@ -118,6 +136,36 @@ def check_devices(needs_tpu: bool, sys_root: Path = Path("/")) -> Check:
     return Check("Edge TPU devices", FAIL if needs_tpu else WARN, "none found",
                  "plug the USB accelerator into a USB 3 port, or for the M.2/PCIe card install "
                  "gasket-dkms and reboot; `lsusb` should show 1a6e:089a or 18d1:9302")
+
+
+def check_pi5_pcie(sys_root: Path = Path("/"), page_size: int | None = None,
+                   kernel: str | None = None) -> Check | None:
+    """A PCIe/M.2 Coral on a Raspberry Pi 5 needs more than the driver: the 4K-page kernel
+    (the default kernel_2712 uses 16K pages, which gasket/apex do not support), the
+    pcie-32bit-dma / MSI overlay in config.txt, and a gasket-dkms that builds: 1.0-18
+    fails on 6.12 kernels (raspberrypi/linux#6799), so it is built from a patched source."""
+    model = sys_root / "proc" / "device-tree" / "model"
+    try:
+        if "Raspberry Pi 5" not in model.read_text(errors="replace"):
+            return None
+    except OSError:
+        return None
+    if (sys_root / "dev" / "apex_0").exists():
+        return None
+    page_size = page_size or os.sysconf("SC_PAGE_SIZE")
+    kernel = kernel or os.uname().release
+    problems = []
+    if page_size != 4096:
+        problems.append(f"{page_size // 1024}K-page kernel: add `kernel=kernel8.img` to "
+                        "/boot/firmware/config.txt")
+    problems.append("`dtoverlay=pcie-32bit-dma-pi5` and `dtoverlay=pciex1-compat-pi5,"
+                    "no-mip` in /boot/firmware/config.txt (MSI)")
+    major_minor = tuple(int(x) for x in kernel.split(".")[:2] if x.isdigit())
+    if major_minor >= (6, 12):
+        problems.append(f"kernel {kernel}: Coral's gasket-dkms 1.0-18 does not build on 6.12+ "
+                        "(raspberrypi/linux#6799); build gasket from a source patched for it")
+    return Check("Pi 5 PCIe Coral", WARN, "no /dev/apex_0 on a Raspberry Pi 5",
+                 "; ".join(problems) + "; then reboot")
 
 
 def check_udev(sys_root: Path = Path("/")) -> Check:
@@ -162,14 +210,16 @@ def check_cameras(cfg: Config | None) -> list[Check]:
     out = []
     cam = cfg.camera.type if cfg else ""  # without a config nothing is required yet
     try:
-        importlib.import_module("picamera2")
+        import_picamera2()
         out.append(Check("picamera2", OK, "importable"))
-    except Exception as exc:
+    except CameraError as exc:
         status = FAIL if cam == "picamera2" else WARN
-        out.append(Check("picamera2", status, f"not importable ({exc})",
-                         "sudo apt install python3-picamera2, and create the venv with "
-                         "--system-site-packages so libcamera is visible ('No module named "
-                         "libcamera' means it is not)"))
+        text = str(exc)
+        detail, _, fix = text.partition(" Fix: ")
+        if not fix:
+            detail, fix = text.split(" On Raspberry Pi OS: ")[0], text.partition(
+                " On Raspberry Pi OS: ")[2] or "sudo apt install python3-picamera2"
+        out.append(Check("picamera2", status, detail, fix))
     videos = sorted(str(p) for p in Path("/dev").glob("video*"))
     needs = cam == "opencv" and (cfg.camera.source or "0").isdigit() if cfg else False
     out.append(Check("video devices", OK if videos else (FAIL if needs else WARN),
@@ -181,8 +231,8 @@ def check_cameras(cfg: Config | None) -> list[Check]:
 def run_checks(cfg: Config | None) -> list[Check]:
     needs_tpu = bool(cfg) and (cfg.model.backend == "edgetpu" or (
         cfg.model.backend == "auto" and not cfg.model.allow_cpu_fallback))
-    checks = [check_python(), *check_runtimes(needs_tpu), check_libedgetpu(needs_tpu),
-              check_devices(needs_tpu), check_udev(),
+    checks = [check_python(), *check_runtimes(needs_tpu), *check_libedgetpu(needs_tpu),
+              check_devices(needs_tpu), *filter(None, [check_pi5_pcie()]), check_udev(),
               check_groups(_service_user()), *check_cameras(cfg)]
     if cfg is not None:
         checks += [check_broker(cfg), *check_model(cfg, _installed_runtime()), check_disk(cfg)]
