@@ -11,8 +11,23 @@ SHARED ?= ../shared
 KERAS_HOME ?= $(abspath $(SHARED)/weights/keras)
 export KERAS_HOME
 PYTEST_ARGS ?=
+ARCH := $(shell uname -m)
+# The trainer's TensorFlow is a workstation dependency (no tensorflow-cpu wheel for
+# aarch64): a Pi gets the device side only, sees Raspberry Pi OS's picamera2/libcamera
+# (--system-site-packages) and keeps Bookworm's numpy 1.24 that simplejpeg is built
+# against (device/constraints-pi.txt: numpy<2, opencv-python-headless<4.12).
+ifneq ($(filter aarch64 armv7l,$(ARCH)),)
+EXTRAS ?= device,dev
+VENV_FLAGS ?= --system-site-packages
+PIP_CONSTRAINTS ?= -c device/constraints-pi.txt
+else
+EXTRAS ?= device,train,dev
+VENV_FLAGS ?=
+PIP_CONSTRAINTS ?=
+endif
 
-.PHONY: help venv mosquitto test-tools demo demo-model test test-all lint bench bench-train \
+.PHONY: help venv train-deps mosquitto test-tools demo demo-model test test-all test-hw test-pi \
+	lint bench bench-train \
 	install-device uninstall-device deploy rollback clean
 
 help: ## show this help
@@ -23,12 +38,16 @@ $(VENV)/.installed: pyproject.toml
 	  echo "coral-classifier needs Python >= 3.11 (found $$($(PYTHON) --version 2>&1)): set PYTHON=python3.11"; exit 1; }
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { echo "installing python3-venv (apt)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e ".[device,train,dev]"
+	$(PIP) install --quiet -e ".[$(EXTRAS)]" $(PIP_CONSTRAINTS)
 	touch $@
 
-venv: $(VENV)/.installed ## create .venv with the device, train and dev extras
+venv: $(VENV)/.installed ## create .venv (x86-64: device, train, dev extras; a Pi: device, dev)
+
+train-deps: venv
+	@$(PY) -c 'import tensorflow' 2>/dev/null || { echo "the trainer needs TensorFlow, a \
+	workstation dependency: run it on an x86-64 machine (make EXTRAS=device,train,dev venv)"; exit 1; }
 
 mosquitto: ## install the mosquitto broker (apt) when it is missing
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
@@ -38,7 +57,7 @@ mosquitto: ## install the mosquitto broker (apt) when it is missing
 demo: venv mosquitto ## run the daemon on the demo model + replayed frames, printing what arrives on MQTT (Ctrl-C stops)
 	$(PY) -m device.tools.demo $(DEMO_ARGS)
 
-demo-model: venv ## retrain the committed demo bundle compiled_models/demo-notes on synthetic data
+demo-model: train-deps ## retrain the committed demo bundle compiled_models/demo-notes on synthetic data
 	rm -rf .demo/data && $(PY) -m host_training demo-data .demo/data --per-class 80
 	$(PY) -m host_training train --data .demo/data --out compiled_models/demo-notes \
 	  --input-size 96 --epochs 20 --fine-tune-epochs 6 --feature-copies 2 --version 1.0.0 \
@@ -56,10 +75,16 @@ test: venv mosquitto test-tools ## run the test suite (what CI runs)
 test-all: venv mosquitto test-tools ## the test suite including slow training tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+test-hw: venv mosquitto ## on a Pi with a Coral and a camera: the tpu and picamera tests
+	$(PY) -m pytest -m "tpu or picamera" -rs $(PYTEST_ARGS)
+
+test-pi: ## the device package on Raspberry Pi OS Bookworm arm64, emulated (qemu-user, debootstrap)
+	tests/pi/run.sh
+
 bench: venv mosquitto ## benchmark: raw invoke vs the daemon's whole pipeline to MQTT (BENCH_ARGS="--backend edgetpu" on a Pi)
 	$(PY) -m device.tools.bench $(BENCH_ARGS)
 
-bench-train: venv ## training speed: cached-feature head vs end-to-end frozen epochs, and fine-tuning
+bench-train: train-deps ## training speed: cached-feature head vs end-to-end frozen epochs, and fine-tuning
 	$(PY) -m host_training.bench $(BENCH_TRAIN_ARGS)
 
 install-device: ## on the Pi: user, venv (--system-site-packages), config, unit, udev rule; enable the service

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import importlib.util
 import json
 import os
 import shutil
@@ -25,6 +26,24 @@ PYTHON = sys.executable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
+# Whole modules that train, convert or evaluate with TensorFlow (the trainer's tests).
+TRAINER_MODULES = {"test_training", "test_flagship", "test_openset"}
+NO_TF = ("needs TensorFlow, a workstation dependency (a Pi's venv has the device side "
+         "only): run the trainer's tests on x86-64")
+
+
+def pytest_collection_modifyitems(config, items):
+    """On a machine without TensorFlow (a Pi), the trainer's tests skip with the reason."""
+    if HAS_TENSORFLOW:
+        return
+    skip = pytest.mark.skip(reason=NO_TF)
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in TRAINER_MODULES or \
+                item.get_closest_marker("train"):
+            item.add_marker(skip)
 
 
 def need_shared(*paths: Path) -> None:

@@ -96,6 +96,7 @@ def test_not_a_model_is_a_clear_error(tmp_path):
     assert r.returncode == 3 and "not a TFLite model" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.train
 def test_float_and_dynamic_batch_models_are_flagged(tmp_path):
     import keras
     import tensorflow as tf
@@ -435,6 +436,7 @@ def test_ops_independent_of_the_break_stay_mapped_and_dependants_do_not():
     assert [w for w, _ in with_a] == ["tpu", "cpu", "tpu", "tpu", "tpu"]
 
 
+@pytest.mark.train
 def test_float_io_int8_model_keeps_only_its_ends_on_the_cpu(tmp_path):
     """A real converter output with the f0cal_google-coral_20 shape: full-integer weights and
     activations but float input and output. The old rule put everything on the CPU."""

@@ -101,12 +101,14 @@ def test_huge_label_id_is_refused_at_once(tmp_path):
     assert time.monotonic() - t0 < 1.0
 
 
+@pytest.mark.train
 def test_model_with_an_undeclared_second_output_is_refused(tmp_path):
     root = with_model(tmp_path, "two", tiny_tflite(outputs=2))
     with pytest.raises(ModelError, match="2 output"):
         create_classifier(load_bundle(root), "cpu")
 
 
+@pytest.mark.train
 def test_float_input_model_is_refused_when_the_manifest_says_uint8(tmp_path):
     root = with_model(tmp_path, "float", tiny_tflite(quantize=False))
     with pytest.raises(ModelError, match="float32 input but the manifest says uint8"):
@@ -124,6 +126,7 @@ def daemon_config(tmp_path: Path, port: int, bundle: Path) -> Path:
               "result_max_rate": 10})
 
 
+@pytest.mark.train
 def test_hostile_bundles_on_reload_keep_the_old_model_serving(tmp_path, broker,
                                                               daemon_factory):
     import paho.mqtt.client as mqtt
