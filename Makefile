@@ -87,8 +87,9 @@ bench: venv mosquitto ## benchmark: raw invoke vs the daemon's whole pipeline to
 bench-train: train-deps ## training speed: cached-feature head vs end-to-end frozen epochs, and fine-tuning
 	$(PY) -m host_training.bench $(BENCH_TRAIN_ARGS)
 
-install-device: ## on the Pi: user, venv (--system-site-packages), config, unit, udev rule; enable the service
-	$(SUDO) systemd/install-device.sh install
+install-device: ## on the Pi: user, venv, config, unit, udev rule (LIBEDGETPU_DEB=, TFLITE_WHEEL= for the Edge TPU pairing)
+	$(SUDO) env LIBEDGETPU_DEB="$(LIBEDGETPU_DEB)" TFLITE_WHEEL="$(TFLITE_WHEEL)" \
+	  systemd/install-device.sh install
 
 uninstall-device: ## on the Pi: undo install-device (PURGE=1 also removes config, models and counts)
 	$(SUDO) env PURGE=$(PURGE) systemd/install-device.sh uninstall

@@ -37,8 +37,26 @@ install_device() {
     if [ ! -x "$DESTDIR$PREFIX/venv/bin/python" ]; then
         "$PYTHON" -m venv --system-site-packages "$DESTDIR$PREFIX/venv"
     fi
+    # On a Pi keep Bookworm's numpy 1.24 (simplejpeg/picamera2 are built against it) and
+    # never pull TensorFlow: device/constraints-pi.txt pins numpy<2, opencv<4.12.
+    local constraints=""
+    case "$(uname -m)" in aarch64|armv7l) constraints="-c $SRC/device/constraints-pi.txt" ;; esac
     # shellcheck disable=SC2086
-    "$DESTDIR$PREFIX/venv/bin/pip" install --quiet $PIP_ARGS "$SRC[device]"
+    "$DESTDIR$PREFIX/venv/bin/pip" install --quiet $PIP_ARGS $constraints "$SRC[device]"
+    # The Edge TPU runtime pairing (device/tools/pairing.py, README): a libedgetpu built
+    # for a TensorFlow and the tflite-runtime wheel of that same TensorFlow, from files or
+    # URLs the user gives (e.g. libedgetpu1-std 16.0tf2.17.1 + tflite_runtime 2.17.1).
+    if [ -n "${TFLITE_WHEEL:-}" ]; then
+        # shellcheck disable=SC2086
+        "$DESTDIR$PREFIX/venv/bin/pip" install --quiet $PIP_ARGS $constraints "$TFLITE_WHEEL"
+    fi
+    if [ -n "${LIBEDGETPU_DEB:-}" ] && [ -z "$DESTDIR" ]; then
+        local deb="$LIBEDGETPU_DEB"
+        case "$deb" in
+            http://*|https://*) deb=$(mktemp --suffix=.deb); curl -fsSL -o "$deb" "$LIBEDGETPU_DEB" ;;
+        esac
+        apt-get install -y "$(realpath "$deb")"
+    fi
     install -d -m 0750 "$DESTDIR$ETC" "$DESTDIR$STATE" "$DESTDIR$STATE/models"
     if [ ! -e "$DESTDIR$ETC/config.toml" ]; then
         sed -e 's|^type = "replay".*|type = "picamera2"      # picamera2 \| opencv \| replay|' \
