@@ -24,9 +24,8 @@ ROUTES = (
     "(a) native: install a libedgetpu built for your tflite-runtime's TensorFlow and that "
     "tflite-runtime wheel (e.g. libedgetpu1-std 16.0tf2.17.1 with tflite_runtime 2.17.1 for "
     "Python 3.11 aarch64): `sudo make install-device LIBEDGETPU_DEB=<file or URL> "
-    "TFLITE_WHEEL=<file or URL>`; or (b) the container route with Coral's untouched 16.0 "
-    "stack (container/coral-bullseye): Debian bullseye, Python 3.9, python3-pycoral, "
-    "tflite-runtime 2.5.0.post1. Never apt install python3-pycoral on Bookworm."
+    "TFLITE_WHEEL=<file or URL>`; or (b) the same pairing inside the arm64 container (see "
+    "the README's container section). Never apt install python3-pycoral on Bookworm."
 )
 
 
