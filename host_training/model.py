@@ -295,7 +295,11 @@ def fine_tune(built: Built, train_x: np.ndarray, train_y: np.ndarray, val_x: np.
     h = built.model.fit(
         train, validation_data=val, epochs=s.fine_tune_epochs, steps_per_epoch=steps, verbose=0,
         callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=s.patience,
-                                                 restore_best_weights=True), _fit_log("fine-tune")])
+                                                 restore_best_weights=True),
+                   # a plateau under heavy augmentation is noise more often than a minimum
+                   keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3,
+                                                     patience=max(1, s.patience // 2)),
+                   _fit_log("fine-tune")])
     history.seconds["fine_tune"] = time.perf_counter() - t0
     history.seconds["fine_tune_per_epoch"] = history.seconds["fine_tune"] / len(h.history["loss"])
     history.phases["fine_tune"] = {k: [float(v) for v in vs] for k, vs in h.history.items()}

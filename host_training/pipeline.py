@@ -32,7 +32,6 @@ from host_training.dataset import (
 )
 from host_training.evaluate import open_classifier
 from host_training.samples import (
-    CROP,
     FRAME,
     MINED,
     NEGATIVE,
@@ -127,8 +126,11 @@ def load_open_set(s: TrainSettings, train: Dataset, val: Dataset) -> OpenSet:
         boxes = read_boxes(s.boxes)
         train_pool = mine(train.paths, train.labels, boxes, s.input_size, bg, s.seed)
         mined_val = mine(val.paths, val.labels, boxes, s.input_size, bg, s.seed + 1)
-        for i, k in enumerate(mined_val.kinds):  # validation keeps whole frames as notes
-            if k != CROP:
+        # Validation keeps whole frames as its notes, and only negatives that can really
+        # happen (scenes without the note): jigsaw tiles teach, but calibrating the class
+        # thresholds on them would reject real notes for the sake of an impossible input.
+        for i, k in enumerate(mined_val.kinds):
+            if k == MINED:
                 val_pool.add(mined_val.images[i], mined_val.labels[i], k, mined_val.series[i])
     if s.negatives:
         neg_train, neg_val = split_pool(load_negatives(s.negatives, s.input_size, bg),
