@@ -145,6 +145,20 @@ def _outside(rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray 
     return best
 
 
+MAX_CUT = 0.6  # a negative needs at least 40 % of the frame left once the note is cut out
+
+
+def _hist(rgb: np.ndarray) -> np.ndarray:
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    h = cv2.calcHist([hsv], [0, 1], None, [18, 8], [0, 180, 0, 256])
+    return cv2.normalize(h, h).flatten()
+
+
+def _same_colours(a: np.ndarray, b: np.ndarray, limit: float = 0.9) -> bool:
+    """Whether two images have nearly the same hue/saturation histogram."""
+    return cv2.compareHist(_hist(a), _hist(b), cv2.HISTCMP_CORREL) > limit
+
+
 def jigsaw(image: np.ndarray, rng: np.random.Generator, tiles: int = 3) -> np.ndarray:
     """The image cut into tiles x tiles pieces put back in a shuffled order: the colours and
     texture of a note without its layout (an untaught note that looks like a taught one)."""
@@ -194,9 +208,15 @@ def mine(paths: tuple[str, ...], labels: np.ndarray, boxes: dict[str, list[Box]]
         y0 = min(b[1] for b in boxes_px)
         x1 = max(b[2] for b in boxes_px)
         y1 = max(b[3] for b in boxes_px)
+        if (x1 - x0) * (y1 - y0) > MAX_CUT * w * h:
+            continue  # the note fills the frame: what is left is no scene (and inpainting
+            # with nothing around the hole would give the note back as a "negative")
         strip = _outside(rgb, x0, y0, x1, y1) if rng.random() < 0.5 else None
         neg = strip if strip is not None else _cut_out(rgb, x0, y0, x1, y1)
-        pool.add(resize(np.ascontiguousarray(neg), size, size), background, MINED, series)
+        neg = resize(np.ascontiguousarray(neg), size, size)
+        if _same_colours(neg, resize(rgb[y0:y1, x0:x1], size, size)):
+            continue  # a box that misses its note: the "negative" is the note
+        pool.add(neg, background, MINED, series)
     if missing:
         log.warning("%d of %d images have no box in --boxes: no crop or mined negative for "
                     "them", missing, len(paths))
