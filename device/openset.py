@@ -26,7 +26,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-OOD_KINDS = ("max_softmax", "class_mean_cosine")
 DEFAULT_THRESHOLD = 0.7
 
 
