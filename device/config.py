@@ -7,7 +7,6 @@ environment variable rather than the config file itself.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import socket
@@ -18,20 +17,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from device.errors import ConfigError
-
-# MQTT topic levels we write into: letters, digits and - _ . only. No '/' (a device id
-# with one would nest into another device's ACL subtree), no wildcards, no NUL, and no
-# leading '$' (brokers keep $-topics for themselves and drop clients' messages there).
-_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def _check_topic(name: str, value: str, levels: bool) -> None:
-    parts = value.split("/") if levels else [value]
-    if not all(_TOPIC_LEVEL.match(p) for p in parts):
-        what = "'/'-separated levels of " if levels else ""
-        raise ValueError(f"{name} {value!r} must be {what}letters, digits, '-', '_' or '.' "
-                         "(1-64 each): MQTT wildcards, '$', NUL, spaces and "
-                         + ("empty levels" if levels else "'/'") + " are not allowed")
+from device.regions import RoiConfig, TriggerConfig
+from device.sections import (
+    HomeAssistantConfig,
+    LogConfig,
+    MetricsConfig,
+    UpdateConfig,
+    _check_topic,
+)
+from device.webconfig import CaptureConfig, WebConfig
 
 
 class _Section(BaseModel):
@@ -58,6 +52,9 @@ class CameraConfig(_Section):
         description="picamera2: let the ISP scale the sensor down to (about) the model's "
         "input size with the model's framing, so the CPU resizes little or nothing.",
     )
+    roi: tuple[RoiConfig, ...] = Field(
+        (), description="Regions of interest ([[camera.roi]]), each classified as its own "
+        "stream; none = the whole frame.")
     pixel_format: Literal["BGR888", "RGB888"] = Field(
         "BGR888",
         description="picamera2 pixel format. picamera2's 'BGR888' is R,G,B in memory (what "
@@ -227,35 +224,6 @@ class StateConfig(_Section):
         return Path.home() / ".local" / "state" / "coral-classifier"
 
 
-class MetricsConfig(_Section):
-    port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (0 = off).")
-    address: str = Field("0.0.0.0", description="Address the metrics endpoint listens on.")
-
-    @model_validator(mode="after")
-    def _address(self) -> MetricsConfig:
-        try:
-            ipaddress.ip_address(self.address)
-        except ValueError:
-            raise ValueError(f"metrics.address {self.address!r} must be an IP address such "
-                             "as 0.0.0.0, 127.0.0.1 or ::") from None
-        return self
-
-
-class HomeAssistantConfig(_Section):
-    enabled: bool = Field(False, description="Publish Home Assistant MQTT discovery.")
-    discovery_prefix: str = Field("homeassistant", min_length=1,
-                                  description="Home Assistant's discovery prefix.")
-
-    @model_validator(mode="after")
-    def _prefix(self) -> HomeAssistantConfig:
-        _check_topic("homeassistant.discovery_prefix", self.discovery_prefix, levels=True)
-        return self
-
-
-class LogConfig(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
-
-
 class Config(_Section):
     """The whole daemon configuration."""
 
@@ -266,7 +234,18 @@ class Config(_Section):
     state: StateConfig = StateConfig()
     metrics: MetricsConfig = MetricsConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    web: WebConfig = WebConfig()
+    capture: CaptureConfig = CaptureConfig()
+    trigger: TriggerConfig = TriggerConfig()
     log: LogConfig = LogConfig()
+    update: UpdateConfig = UpdateConfig()
+
+    @model_validator(mode="after")
+    def _roi_names(self) -> Config:
+        names = [r.name for r in self.camera.roi]
+        if len(set(names)) != len(names):
+            raise ValueError(f"camera.roi names must be unique, got {names}")
+        return self
 
 
 def _format_error(err: ValidationError) -> str:

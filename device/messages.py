@@ -65,6 +65,8 @@ class ResultPayload(_Payload):
                                     "score (higher = less like the training data)")
     reason: str | None = Field(None, description="why: accepted, background, unknown, "
                                "below_threshold or out_of_distribution")
+    roi: str | None = Field(None, description="the region of interest this result is for "
+                            "(absent or null without [[camera.roi]])")
 
 
 class OutboxStatus(_Payload):
@@ -77,6 +79,19 @@ class OutboxStatus(_Payload):
                           "outbox cannot be written (disk full, read-only): retried")
     warning: str = Field(description="set from 80% full, on a write failure, or after a "
                          "corrupt outbox was set aside")
+
+
+class UpdateStatus(_Payload):
+    """The pull update in progress or last finished (cmd/update)."""
+
+    state: Literal["idle", "waiting_for_lock", "downloading", "verifying", "switching",
+                   "self_testing", "done", "failed", "rolled_back"]
+    version: str = ""
+    sha256: str = ""
+    ts: float = Field(0.0, description="when the state was entered")
+    bytes: int = Field(0, ge=0, description="downloaded so far")
+    total: int = Field(0, ge=0, description="archive size, when the server says it")
+    error: str = ""
 
 
 class StatusPayload(_Payload):
@@ -103,8 +118,14 @@ class StatusPayload(_Payload):
     reconnects: int = Field(ge=0, description="broker reconnections since start")
     worker_restarts: int = Field(0, ge=0, description="inference worker restarts (crash or "
                                  "no answer within model.inference_timeout)")
+    frames_seen: int = Field(0, ge=0, description="camera frames (once, not per region)")
+    frames_gated: int = Field(0, ge=0, description="camera frames the trigger passed on "
+                              "(seen, not classified)")
+    trigger: str = Field("always", description="trigger.mode")
     reload_nonce: str = Field("", description="the nonce of the last successful reload "
                               "request, echoed for deploy confirmation")
+    update: UpdateStatus | None = Field(None, description="the last pull update (cmd/update)"
+                                        ": progress, then done, failed or rolled_back")
     outbox: OutboxStatus
 
 
@@ -121,6 +142,8 @@ class EventPayload(_Payload):
     first_ts: float
     last_ts: float
     model: ModelInfo = Field(description="the model that classified the frames")
+    roi: str = Field("", description="the region of interest the object was seen in "
+                     "('' without [[camera.roi]])")
 
 
 class CountsPayload(_Payload):
@@ -128,7 +151,18 @@ class CountsPayload(_Payload):
 
     ts: float
     since: float = Field(description="when the counts were last reset (0 = never)")
-    counts: dict[str, int]
+    counts: dict[str, int] = Field(description="events per label (all regions together)")
+    by_roi: dict[str, dict[str, int]] = Field(default_factory=dict, description="events per "
+                                              "label in each region of interest")
+
+
+class StatePayload(_Payload):
+    """state (or roi/<name>/state): what a region shows now, retained, on change only."""
+
+    state: str = Field(description="a label, 'unknown', or 'empty' (its background)")
+    present: bool = Field(description="something is there (state is not 'empty')")
+    since: float
+    roi: str
 
 
 class ReplyPayload(BaseModel):
@@ -142,7 +176,7 @@ class ReplyPayload(BaseModel):
 
 PAYLOADS: dict[str, type[BaseModel]] = {
     "result": ResultPayload, "status": StatusPayload, "event": EventPayload,
-    "counts": CountsPayload, "reply": ReplyPayload}
+    "counts": CountsPayload, "reply": ReplyPayload, "state": StatePayload}
 
 
 @dataclass(frozen=True)
@@ -163,7 +197,7 @@ def model_info(bundle) -> dict[str, str]:
 
 
 def result_payload(result: Result, model: dict[str, str], backend: str,
-                   verdict=None) -> dict[str, Any]:
+                   verdict=None, roi: str = "") -> dict[str, Any]:
     """verdict: the openset.Verdict of this frame, when the caller judged it."""
     c = result.classification
     best = c.best
@@ -180,12 +214,13 @@ def result_payload(result: Result, model: dict[str, str], backend: str,
         accepted=verdict.accepted if verdict is not None else None,
         ood_score=(round(verdict.ood_score, 5) if verdict is not None
                    and verdict.ood_score is not None else None),
-        reason=verdict.reason if verdict is not None else None).model_dump()
+        reason=verdict.reason if verdict is not None else None,
+        roi=roi or None).model_dump(exclude_none=False)
 
 
 def event_payload(event: Event, model: dict[str, str], device_id: str,
-                  seq: int) -> dict[str, Any]:
-    return EventPayload(event_id=event.event_id, seq=seq, device_id=device_id,
+                  seq: int, roi: str = "") -> dict[str, Any]:
+    return EventPayload(event_id=event.event_id, seq=seq, device_id=device_id, roi=roi,
                         label=event.label, score=round(event.score, 5), frames=event.frames,
                         first_ts=round(event.first_ts, 3), last_ts=round(event.last_ts, 3),
                         model=ModelInfo(**model)).model_dump()

@@ -149,8 +149,15 @@ def recorder(broker):
 
 def write_config(path: Path, camera: dict, model: dict, mqtt: dict, **sections: dict) -> Path:
     """A daemon config; its state (outbox, counts) lives beside it unless given."""
+    def value(v) -> str:  # TOML: JSON's scalars and arrays, but inline tables differ
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v)
+
     def table(name: str, d: dict) -> str:
-        return f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in d.items())
+        return f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in d.items())
 
     sections.setdefault("state", {"dir": str(path.parent / "state")})
     path.write_text(table("camera", camera) + table("model", model) + table("mqtt", mqtt)

@@ -269,3 +269,20 @@ def test_picamera2_missing_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", None)  # import fails
     with pytest.raises(CameraError, match="system-site-packages"):
         create_frame_source(CameraConfig(type="picamera2"))
+
+
+def test_picamera2_single_region_is_cropped_by_the_isp(fake_picamera2):
+    """One [[camera.roi]]: ScalerCrop asks the ISP for the region itself (center_crop: its
+    centred square), so the capture thread does not cut it out of a full frame again."""
+    from device.regions import RoiConfig
+
+    roi = RoiConfig(name="slot", x=0.5, y=0.5, width=0.5, height=0.5)
+    cfg = CameraConfig(type="picamera2", roi=(roi,))
+    src = create_frame_source(cfg, model_size=(224, 224), resize_policy="center_crop")
+    cam = fake_picamera2.instances[0]
+    assert src.roi_applied
+    # the bottom-right quarter of the 4056x3040 sensor is 2028x1520 at (2028, 1520); its
+    # centred square is 1520x1520 at (2282, 1520)
+    assert ("set_controls", {"ScalerCrop": (2282, 1520, 1520, 1520)}) in cam.calls
+    x0, x1, y0, _ = sees(src.read().image)
+    assert abs(x0 - 2282) < 40 and abs(x1 - 3802) < 40 and abs(y0 - 1520) < 40

@@ -71,7 +71,9 @@ def test_metrics_and_home_assistant_discovery(tmp_path, broker, daemon_factory):
     events = Recorder(broker.port, "coral-classifier/obs-1/event")
     daemon_factory(cfg)
     try:
-        rec.wait_for(lambda r: len(r.messages) >= 6, 30, "discovery configs")
+        rec.wait_for(lambda r: any(t.endswith("count_note_5/config") for t, _, _ in r.messages)
+                     and any(t.endswith("last_event/config") for t, _, _ in r.messages), 30,
+                     "discovery configs")
         topics = {t for t, _, retain in rec.messages}
         node = "coral_classifier_obs_1"
         assert f"homeassistant/sensor/{node}/last_event/config" in topics

@@ -27,6 +27,9 @@ class Frame:
     t_captured: float = 0.0  # time.perf_counter() when the frame was ready (for latency)
     prepared: np.ndarray | None = None  # resized for the model by the capture thread
     prepare_ms: float = 0.0
+    roi: str = ""  # the region this frame was cut to ('' = the whole frame)
+    roi_index: int = 0  # its place among the regions (0 also for the whole frame)
+    gated: bool = False  # the trigger passed on it: seen, not classified
 
     def __post_init__(self) -> None:
         if not self.t_captured:

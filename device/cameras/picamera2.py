@@ -49,6 +49,15 @@ def import_picamera2():
     return Picamera2
 
 
+def sub_rect(area: Rect, roi) -> Rect:
+    """A region of interest (fractions) as a sensor rectangle inside `area`."""
+    if roi is None:
+        return area
+    x, y, w, h = area
+    return (x + round(roi.x * w), y + round(roi.y * h), max(2, round(roi.width * w)),
+            max(2, round(roi.height * h)))
+
+
 def _covers(limits, full: Rect) -> bool:
     """A sensor mode's crop_limits cover the whole active area."""
     try:
@@ -124,10 +133,13 @@ class Picamera2Source:
                 "`rpicam-hello --list-cameras` listing it?") from None
         size, full = (cfg.width, cfg.height), None
         isp = cfg.isp_resize and model_size is not None
+        # one region: the ISP crops it (ScalerCrop), so the CPU never cuts a full frame
+        roi = cfg.roi[0] if isp and len(cfg.roi) == 1 else None
+        self.roi_applied = roi is not None
         if isp:
             full = self._active_area()
             if full is not None:
-                size, _ = isp_request(tuple(model_size), full, resize_policy)
+                size, _ = isp_request(tuple(model_size), sub_rect(full, roi), resize_policy)
         extra = {}
         mode = self._full_fov_mode(full) if full is not None else None
         if mode is not None:
@@ -143,7 +155,8 @@ class Picamera2Source:
         if isp:
             maximum = self._crop_maximum() or full
             if maximum is not None:
-                _, crop = isp_request(tuple(model_size), maximum, resize_policy)
+                _, crop = isp_request(tuple(model_size), sub_rect(maximum, roi),
+                                      resize_policy)
                 self.cam.set_controls({"ScalerCrop": crop})
         self.cam.start()
         self.pacer = Pacer(cfg.fps)

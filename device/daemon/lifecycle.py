@@ -21,19 +21,23 @@ import cv2
 from device.cameras.base import Frame, FrameSource, create_frame_source
 from device.config import Config
 from device.daemon import status as status_mod
+from device.daemon.counts import CountsTopic
 from device.daemon.notify import Notifier
 from device.daemon.pipeline import END, CaptureThread, FrameBuffer, ResultThread, StageTimes
-from device.daemon.sinks import EventSink, Sink, StreamSink
+from device.daemon.presence import Presence
+from device.daemon.reload import reload_model
+from device.daemon.sinks import EventSink, Sink, make_sink
 from device.daemon.slot import Done, ModelSlot
 from device.daemon.stats import Stats
 from device.daemon.worker import LoadRequest, ModelSpec, WorkerDied
-from device.decision import Decider
 from device.errors import CameraError, CoralError
 from device.mqtt.commands import CommandRunner
 from device.mqtt.outbox import Outbox
 from device.mqtt.publisher import MqttPublisher
 from device.mqtt.sender import EventSender
 from device.openset import judge
+from device.triggers import create_trigger
+from device.web import attach as web_attach
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +57,15 @@ class Daemon:
         self.reload_event = threading.Event()
         self._reload_nonces: list[str] = []
         self.reload_nonce = ""
+        self.updater = None
+        self.taps: tuple = ()  # called with each classified frame: web page, capture
+        self.web = None
         self.device_id = cfg.mqtt.resolved_device_id()
         self.stats = Stats()
         self.times = StageTimes()
         self.state = "starting"
         self.buffer: FrameBuffer | None = None
         self.last_frame: Frame | None = None
-        self._counts_lock = threading.Lock()
         self.metrics = None
 
     # -- setup ---------------------------------------------------------------------------
@@ -77,26 +83,32 @@ class Daemon:
                              st.outbox_max_events, st.outbox_max_bytes)
         self.source: FrameSource = create_frame_source(
             self.cfg.camera, (self.spec.width, self.spec.height), self.spec.resize)
+        self.trigger = create_trigger(self.cfg.trigger, self.cfg.camera.roi)
         self.publisher = MqttPublisher(self.cfg.mqtt, self.device_id)
         self.topics = self.publisher.topics
         self.sender = EventSender(self.outbox, self.publisher.publish_qos1,
                                   self.publisher.connected)
+        self.counts = CountsTopic(self.outbox, self.publisher, self.topics["counts"],
+                                  {r.name for r in self.cfg.camera.roi})
         self.publisher.on_connected += [self.sender.reconnected, self.publish_counts]
         self.publisher.on_puback = self.sender.on_puback
         self.commands = CommandRunner(self, self.publisher.reply,
                                       lambda msg: self.stats.error("command", msg))
         if self.cfg.mqtt.commands:
             self.publisher.on_command = self.commands.submit
-        d = self.cfg.decision
-        self.sink: Sink = (
-            EventSink(Decider(status_mod.decision_rules(d, self.spec)), self.outbox,
-                      self.sender, self.publish_counts, self.topics, self.device_id,
-                      self.stats, st.max_unstored)
-            if d.mode == "event" else
-            StreamSink(self.publisher, self.topics, self.cfg.mqtt.qos,
-                       self.cfg.mqtt.result_max_rate, self.stats))
+        self.presence = Presence(
+            lambda topic, payload: self.publisher.publish(topic, payload, qos=1, retain=True),
+            self.topics.base)
+        self.publisher.on_connected.append(self.presence.republish)
+        self.sink: Sink = make_sink(self)
         self.results = ResultThread(self._handle_result, tick=self.sink.tick)
         status_mod.attach_extras(self)
+        self.recorder, self.web = web_attach.attach(self)  # [capture], [web]
+        from device.daemon.update import Updater
+
+        self.updater = Updater(self.cfg.update, self.cfg.model.path, self.request_reload,
+                               lambda r: self.publisher.reply("update", r),
+                               self.publish_status, self.cfg.model.load_timeout + 30)
         self.sender.start()
         self.commands.start()
         self.publisher.start()
@@ -110,24 +122,21 @@ class Daemon:
         self.publish_status()
 
     def reset_counts(self) -> dict[str, Any]:
-        with self._counts_lock:  # no event's counts can be published between the two
-            counts, since = self.outbox.reset_counts()
-            self._publish_counts(counts, since)
-        return {"ok": True, "counts": counts}
+        return self.counts.reset()
 
     def publish_counts(self) -> None:
-        with self._counts_lock:
-            self._publish_counts(*self.outbox.counts_snapshot())
-
-    def _publish_counts(self, counts: dict[str, int], since: float) -> None:
-        self.publisher.publish(self.topics["counts"], {
-            "ts": round(time.time(), 3), "since": round(since, 3), "counts": counts},
-            qos=1, retain=True)
+        self.counts.publish()
 
     def request_reload(self, nonce: str = "", reply: bool = True) -> None:
         if reply:
             self._reload_nonces.append(nonce)
         self.reload_event.set()
+
+    def update(self, args: dict[str, Any]) -> dict[str, Any] | None:
+        return self.updater.start(args)
+
+    def capture(self, label: str, frames: int, every: float) -> dict[str, Any]:
+        return web_attach.start_capture(self, label, frames, every)
 
     def snapshot(self, quality: int) -> dict[str, Any]:
         return status_mod.snapshot(self.last_frame, quality, self.publisher,
@@ -141,12 +150,14 @@ class Daemon:
         """Run until stopped; returns the process exit code."""
         self.state = "running"
         live = getattr(self.source, "live", True)
-        self.buffer = FrameBuffer(size=2, drop_oldest=live, on_drop=self.slot.give_frame)
+        rois = self.cfg.camera.roi
+        self.buffer = FrameBuffer(size=2 * max(1, len(rois)), drop_oldest=live,
+                                  on_drop=self.slot.give_frame)
         # a replay is decided frame by frame: back-pressure instead of dropping results
         self.results.buffer.drop_oldest = live
         capture = CaptureThread(self.source, self.buffer, self.stop_event,
                                 prepare=self.slot.prepare, shape=lambda: self.slot.shape,
-                                pool=self.slot)
+                                pool=self.slot, rois=rois, trigger=self.trigger)
         capture.start()
         self.results.start()
         self.notifier.ready(f"classifying with {self.spec.name} on {self.spec.backend}")
@@ -195,8 +206,10 @@ class Daemon:
                     self.stop_event.wait(min(8.0, 0.25 * 2 ** camera_failures))
                 elif got is not None:
                     camera_failures = 0
-                    self.last_frame = got
-                    if self.paused.is_set():
+                    self.stats.seen_frame(got)
+                    if got.roi_index == 0:
+                        self.last_frame = got
+                    if self.paused.is_set() or got.gated:
                         self.slot.give(got.prepared)
                         self._feed_watchdog()
                     else:
@@ -237,38 +250,17 @@ class Daemon:
         return None
 
     def _reload(self) -> None:
-        """Load and self-test the configured bundle in the worker; keep the old on failure."""
-        self.reload_event.clear()
-        nonces, self._reload_nonces = self._reload_nonces, []
-        self.notifier.reloading()
-        old = self.spec.info()
-        for done in self.slot.drain():
-            self.results.put(done)
-        try:
-            self.spec = self.slot.load(LoadRequest.from_config(self.cfg.model))
-        except WorkerDied as exc:
-            self._worker_died(exc)
-            result = {"ok": False, "error": str(exc), "model": self.spec.info()}
-        except CoralError as exc:
-            self.stats.error("inference", f"reload failed, still serving {old['name']} "
-                             f"v{old['version']}: {exc}", logging.ERROR)
-            result = {"ok": False, "error": str(exc), "model": old}
-        else:
-            self.stats.clear_error(self.stats.last_error)
-            self.reload_nonce = next((n for n in reversed(nonces) if n), self.reload_nonce)
-            log.info("reloaded: now %s v%s (sha256 %s…)", self.spec.name, self.spec.version,
-                     self.spec.sha256[:12])
-            result = {"ok": True, "model": self.spec.info(), "previous": old}
-        self.notifier.ready(f"serving {self.spec.name} v{self.spec.version}")
-        self.publish_status()
-        for nonce in nonces:
-            self.publisher.reply("reload", {**result, **({"nonce": nonce} if nonce else {})})
+        reload_model(self)
 
     def _handle_result(self, done: Done) -> None:
         """The results thread: rank, decide or publish, and record where the time went."""
         frame, spec = done.frame, done.spec
         c = done.inference.classify()
         verdict = judge(spec.point, spec.labels, done.inference.outputs())
+        if frame.seq < 0 and self.web is not None:  # a photo from the web page's upload
+            return self.web.backend.uploads.answer(done, c, verdict)
+        for tap in self.taps:  # the web page's live view, the capture recorder
+            tap(frame, c, spec, verdict)
         t_pub = time.perf_counter()
         self.sink.handle(frame, c, spec, verdict)
         t_done = time.perf_counter()
@@ -295,6 +287,8 @@ class Daemon:
                 self.metrics.close()
             self.outbox.close()
             self.source.close()
+            self.trigger.close()
+            web_attach.close(self)
             self.slot.close()
             self.notifier.close()
             log.info("stopped after %d frames, %d events", self.stats.frames, self.stats.events)

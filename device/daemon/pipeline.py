@@ -17,7 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from device import regions
 from device.errors import CameraError
+from device.triggers import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +113,14 @@ class CaptureThread(threading.Thread):
     def __init__(self, source, buffer: FrameBuffer, stop: threading.Event,
                  prepare: Callable[..., np.ndarray] | None = None,
                  shape: Callable[[], tuple[int, ...]] | None = None,
-                 pool: BufferPool | None = None):
+                 pool: BufferPool | None = None, rois: tuple = (),
+                 trigger: Trigger | None = None):
         super().__init__(name="capture", daemon=True)
+        # each region becomes its own frame (same seq and time); a source that already
+        # delivers the single region (picamera2's ScalerCrop) sets `roi_applied`
+        self.rois = () if getattr(source, "roi_applied", False) and len(rois) == 1 else rois
+        self.roi_names = tuple(r.name for r in rois)
+        self.trigger = trigger
         self.prepare = prepare
         self.shape = shape
         self.pool = pool or BufferPool()
@@ -137,13 +145,26 @@ class CaptureThread(threading.Thread):
             if frame is None:
                 self.buffer.put(END)
                 return
-            if self.prepare is not None:
-                t0 = time.perf_counter()
-                out = self.pool.take(self.shape()) if self.shape is not None else None
-                prepared = self.prepare(frame.image, out, self.scratch)
-                frame = dataclasses.replace(frame, prepared=prepared,
-                                            prepare_ms=(time.perf_counter() - t0) * 1e3)
-            self.buffer.put(frame)
+            if self.trigger is not None and not self.trigger.wants(frame.image, frame.ts):
+                self.buffer.put(dataclasses.replace(frame, gated=True))
+                continue
+            if self.prepare is None:
+                self.buffer.put(frame)
+                continue
+            if not self.rois:
+                name = self.roi_names[0] if self.roi_names else ""
+                self.buffer.put(self._prepared(frame, frame.image, name, 0))
+                continue
+            for i, roi in enumerate(self.rois):
+                self.buffer.put(self._prepared(frame, regions.crop(frame.image, roi),
+                                               roi.name, i))
+
+    def _prepared(self, frame, image: np.ndarray, roi: str, index: int):
+        t0 = time.perf_counter()
+        out = self.pool.take(self.shape()) if self.shape is not None else None
+        prepared = self.prepare(image, out, self.scratch)
+        return dataclasses.replace(frame, prepared=prepared, roi=roi, roi_index=index,
+                                   prepare_ms=(time.perf_counter() - t0) * 1e3)
 
 
 class StageTimes:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from device import messages
+from device.daemon.presence import EMPTY, Presence
 from device.daemon.stats import Stats
 from device.daemon.worker import ModelSpec
 from device.decision import Decider, Event
@@ -41,20 +42,23 @@ class StreamSink:
     """A result message per frame, at most `max_rate` a second."""
 
     def __init__(self, publisher: Publisher, topics: Topics, qos: int, max_rate: float,
-                 stats: Stats):
+                 stats: Stats, presence: Presence | None = None):
         self.publisher, self.topic, self.qos, self.stats = publisher, topics.result, qos, stats
+        self.presence = presence
         self.min_gap = 1.0 / max_rate if max_rate else 0.0
         self.last = 0.0
 
     def handle(self, frame, c: Classification, spec: ModelSpec, verdict: Verdict) -> None:
         now = time.perf_counter()
+        if self.presence is not None:
+            self.presence.from_verdict(frame.roi, verdict, frame.ts)
         if self.min_gap and now - self.last < self.min_gap:
             return
         total = frame.capture_ms + (now - frame.t_captured) * 1e3
         result = messages.Result(frame.seq, frame.ts, c, frame.capture_ms, total,
                                   frame.prepare_ms)
         self.publisher.publish(self.topic, messages.result_payload(
-            result, spec.info(), spec.backend, verdict), qos=self.qos)
+            result, spec.info(), spec.backend, verdict, frame.roi), qos=self.qos)
         self.stats.published_one()
         self.last = now
 
@@ -67,15 +71,26 @@ class _Unstored:
     event: Event
     model: dict[str, str]
     since: float
+    roi: str = ""
+
+    @property
+    def count_key(self) -> str:
+        """Counts are kept per region: '<roi>/<label>' (just the label without regions)."""
+        return f"{self.roi}/{self.event.label}" if self.roi else self.event.label
 
 
 class EventSink:
     """Decider → outbox (event + count in one transaction) → sender, in order."""
 
-    def __init__(self, decider: Decider, outbox: Outbox, sender: EventSender,
-                 publish_counts: Callable[[], None], topics: Topics, device_id: str,
-                 stats: Stats, max_unstored: float = 60.0):
-        self.decider, self.outbox, self.sender = decider, outbox, sender
+    def __init__(self, make_decider: Callable[[str], Decider], outbox: Outbox,
+                 sender: EventSender, publish_counts: Callable[[], None], topics: Topics,
+                 device_id: str, stats: Stats, max_unstored: float = 60.0,
+                 presence: Presence | None = None):
+        self.make_decider = make_decider  # one decider per region (by name; '' = frame)
+        self.on_event: list[Callable[[Event], None]] = []  # the web page, doubtful frames
+        self.deciders: dict[str, Decider] = {}
+        self.outbox, self.sender = outbox, sender
+        self.presence = presence
         self.publish_counts = publish_counts
         self.topic = topics["event"]
         self.device_id = device_id
@@ -87,13 +102,23 @@ class EventSink:
         self._next_retry = 0.0
 
     def handle(self, frame, c: Classification, spec: ModelSpec, verdict: Verdict) -> None:
-        event = self.decider.update(c.top_k, frame.ts,
-                                    verdict.reason == "out_of_distribution")
+        decider = self.deciders.get(frame.roi)
+        if decider is None:
+            decider = self.deciders[frame.roi] = self.make_decider(frame.roi)
+        was_latched = decider.latched
+        event = decider.update(c.top_k, frame.ts, verdict.reason == "out_of_distribution")
+        if self.presence is not None:
+            if event is not None:
+                self.presence.set(frame.roi, event.label, frame.ts)
+            elif was_latched and not decider.latched:
+                self.presence.set(frame.roi, EMPTY, frame.ts)
         if event is not None:
             # stamped with the model that produced the frames, even across a reload
-            self.unstored.append(_Unstored(event, spec.info(), time.monotonic()))
+            self.unstored.append(_Unstored(event, spec.info(), time.monotonic(), frame.roi))
             self.stats.event(event.last_ts)
             self.flush()
+            for listener in self.on_event:
+                listener(event)
 
     def tick(self) -> None:
         if self.unstored and time.monotonic() >= self._next_retry:
@@ -105,7 +130,7 @@ class EventSink:
         while self.unstored:
             item = self.unstored[0]
             try:
-                self.outbox.add(self.topic, self._payload(item), item.event.label)
+                self.outbox.add(self.topic, self._payload(item), item.count_key)
             except sqlite3.Error as exc:
                 self._failed(exc)
                 break
@@ -122,7 +147,7 @@ class EventSink:
     def _payload(self, item: _Unstored) -> Callable[[int], bytes]:
         def payload(seq: int) -> bytes:
             return messages.dumps(messages.event_payload(item.event, item.model,
-                                                         self.device_id, seq))
+                                                         self.device_id, seq, item.roi))
         return payload
 
     def _failed(self, exc: sqlite3.Error) -> None:
@@ -136,3 +161,18 @@ class EventSink:
             self.fatal = (f"outbox unwritable for {waited:.0f} s (state.max_unstored): "
                           "exiting so systemd restarts the daemon")
             log.critical("%s", self.fatal)
+
+
+def make_sink(d) -> Sink:
+    """The daemon's sink for `decision.mode`: events (a decider per region, the rules from
+    the region, the config and the bundle) or a result stream."""
+    from device.daemon.status import decision_rules
+
+    dec, st = d.cfg.decision, d.cfg.state
+    rois = {r.name: r for r in d.cfg.camera.roi}
+    if dec.mode == "event":
+        return EventSink(lambda roi: Decider(decision_rules(dec, d.spec, rois.get(roi))),
+                         d.outbox, d.sender, d.publish_counts, d.topics, d.device_id,
+                         d.stats, st.max_unstored, d.presence)
+    return StreamSink(d.publisher, d.topics, d.cfg.mqtt.qos, d.cfg.mqtt.result_max_rate,
+                      d.stats, d.presence)

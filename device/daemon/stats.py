@@ -20,6 +20,7 @@ class Stats:
         self.started = time.monotonic()
         self.lock = threading.Lock()
         self.frames = self.published = self.events = 0
+        self.seen = self.gated = 0  # camera frames, and those the trigger passed on
         self.errors: Counter[str] = Counter(dict.fromkeys(ERROR_KINDS, 0))
         self.last_error = ""
         self.fps = 0.0
@@ -44,6 +45,13 @@ class Stats:
         if now - t0 >= 1.0:
             self.fps = (self.frames - n0) / (now - t0)
             self._fps_window = (now, self.frames)
+
+    def seen_frame(self, frame) -> None:
+        """A frame from the camera (counted once, not once per region)."""
+        if frame.roi_index == 0:
+            self.seen += 1  # only the frame loop writes these
+            if frame.gated:
+                self.gated += 1
 
     def published_one(self) -> None:
         self.published += 1  # only the results thread publishes results

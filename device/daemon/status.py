@@ -14,6 +14,7 @@ from device import __version__, messages
 from device.config import DecisionConfig
 from device.daemon.worker import ModelSpec
 from device.decision import DecisionRules
+from device.regions import RoiConfig
 
 if TYPE_CHECKING:
     from device.daemon.lifecycle import Daemon
@@ -26,20 +27,49 @@ log = logging.getLogger(__name__)
 OUTBOX_WARN = 0.8
 
 
-def decision_rules(d: DecisionConfig, spec: ModelSpec) -> DecisionRules:
-    """The decider's rules: the config's keys where it sets them, else the bundle's
-    operating point (its `decision` section), else the config's defaults."""
+def decision_rules(d: DecisionConfig, spec: ModelSpec,
+                   roi: RoiConfig | None = None) -> DecisionRules:
+    """The decider's rules: a region's own thresholds, else the config's keys where it
+    sets them, else the bundle's operating point (its `decision` section), else the
+    config's defaults."""
     point = spec.manifest_decision or {}
     chosen = {k: getattr(d, k) if k in d.model_fields_set or k not in point else point[k]
               for k in ("threshold", "background_labels", "unknown_labels",
                         "class_thresholds")}
+    if roi is not None:
+        if roi.threshold is not None:
+            chosen["threshold"] = roi.threshold
+        chosen["class_thresholds"] = {**chosen["class_thresholds"], **roi.class_thresholds}
     return DecisionRules(float(chosen["threshold"]), tuple(chosen["background_labels"]),
                          d.min_frames, d.window, d.empty_frames, d.margin,
                          tuple(chosen["unknown_labels"]), dict(chosen["class_thresholds"]))
 
 
+def split_counts(counts: dict[str, int], rois: set[str]) -> dict[str, Any]:
+    """Stored count keys ('<roi>/<label>' with regions) -> totals per label and per region."""
+    totals: dict[str, int] = {}
+    by_roi: dict[str, dict[str, int]] = {}
+    for key, n in counts.items():
+        roi, sep, label = key.partition("/")
+        if not sep or roi not in rois:
+            roi, label = "", key
+        totals[label] = totals.get(label, 0) + n
+        if roi:
+            by_roi.setdefault(roi, {})[label] = n
+    return {"counts": totals, "by_roi": by_roi}
+
+
 def snapshot_status(d: Daemon) -> messages.StatusPayload:
     """Everything status, metrics and discovery show, read once (running totals only)."""
+    s = _snapshot(d)
+    if d.updater is None or d.updater.state["state"] == "idle":
+        return s
+    u = d.updater.status()
+    return s.model_copy(update={"update": messages.UpdateStatus(**{
+        k: v for k, v in u.items() if k in messages.UpdateStatus.model_fields})})
+
+
+def _snapshot(d: Daemon) -> messages.StatusPayload:
     pending, size = d.outbox.depth()
     fill = d.outbox.fill((pending, size))
     unstored = len(getattr(d.sink, "unstored", ()))
@@ -60,6 +90,7 @@ def snapshot_status(d: Daemon) -> messages.StatusPayload:
         errors=errors, last_error=d.stats.last_error or d.publisher.last_error or warning,
         events=d.stats.events, reconnects=max(0, d.publisher.reconnects - 1),
         worker_restarts=d.slot.restarts, reload_nonce=d.reload_nonce,
+        frames_seen=d.stats.seen, frames_gated=d.stats.gated, trigger=d.cfg.trigger.mode,
         outbox=messages.OutboxStatus(pending=pending, bytes=size, fill=round(fill, 4),
                                      dropped=d.outbox.dropped, unstored=unstored,
                                      warning=warning))
@@ -79,7 +110,9 @@ def attach_extras(d: Daemon) -> None:
 
         def announce() -> None:
             publish_discovery(d.publisher, d.status(), d.topics.base, d.spec.labels,
-                              background, ha.discovery_prefix)
+                              background, ha.discovery_prefix,
+                              [r.name for r in d.cfg.camera.roi],
+                              d.cfg.state.resolved_dir() / f"discovery-{d.device_id}.json")
 
         d.publisher.on_connected.append(announce)
         # Home Assistant forgets nothing retained, but re-announce when it restarts

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ class Controls(Protocol):
     def request_reload(self, nonce: str) -> None: ...
 
     def snapshot(self, quality: int) -> Reply: ...
+
+    def update(self, args: dict[str, Any]) -> Reply | None: ...
+
+    def capture(self, label: str, frames: int, every: float) -> Reply: ...
 
 
 def nesting_depth(data: bytes) -> int:
@@ -124,9 +129,32 @@ def _snapshot(c: Controls, args: dict[str, Any]) -> Reply | None:
     return c.snapshot(_int_arg(args, "quality", 85, 1, 100))
 
 
+def _update(c: Controls, args: dict[str, Any]) -> Reply | None:
+    # validated here, run on the updater's own thread: progress and the result follow on
+    # cmd/update/reply (device/daemon/update.py)
+    return c.update(args)
+
+
+def capture_args(args: dict[str, Any]) -> tuple[str, int, float]:
+    """cmd/capture's arguments: a class folder name, 1..10000 frames, 0..3600 s apart."""
+    label = args.get("label", "_unlabelled")
+    if not isinstance(label, str) or not re.match(r"^(?!\.)[A-Za-z0-9_.-]{1,64}$", label):
+        raise PayloadError("label must be 1-64 letters, digits, '-', '_' or '.' (not "
+                           "starting with '.'), e.g. \"10000_vnd\" or \"_unlabelled\"")
+    frames = _int_arg(args, "frames", 1, 1, 10_000)
+    every = args.get("every", 0.0)
+    if isinstance(every, bool) or not isinstance(every, int | float) or not 0 <= every <= 3600:
+        raise PayloadError("every must be a number of seconds from 0 to 3600")
+    return label, frames, float(every)
+
+
+def _capture(c: Controls, args: dict[str, Any]) -> Reply | None:
+    return c.capture(*capture_args(args))
+
+
 HANDLERS: dict[str, Callable[[Controls, dict[str, Any]], Reply | None]] = {
     "status": _status, "pause": _pause, "resume": _resume, "reset_counts": _reset_counts,
-    "reload": _reload, "snapshot": _snapshot,
+    "reload": _reload, "snapshot": _snapshot, "update": _update, "capture": _capture,
 }
 
 

@@ -33,6 +33,11 @@ class Publisher(Protocol):
     def close(self, state: str = "stopped") -> None: ...
 
 
+def state_topic(base: str, roi: str) -> str:
+    """A region's retained state topic (the scene's without regions)."""
+    return f"{base}/roi/{roi}/state" if roi else f"{base}/state"
+
+
 class Topics:
     def __init__(self, prefix: str, device_id: str):
         self.base = f"{prefix}/{device_id}"

@@ -1,0 +1,80 @@
+"""Smaller config sections (metrics, Home Assistant, pull updates, log) and the MQTT
+topic-level rule they share with config.py. Part of the one validated config object
+(device/config.py imports them; nothing else should)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# MQTT topic levels we write into: letters, digits and - _ . only. No '/' (a device id
+# with one would nest into another device's ACL subtree), no wildcards, no NUL, and no
+# leading '$' (brokers keep $-topics for themselves and drop clients' messages there).
+_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _check_topic(name: str, value: str, levels: bool) -> None:
+    parts = value.split("/") if levels else [value]
+    if not all(_TOPIC_LEVEL.match(p) for p in parts):
+        what = "'/'-separated levels of " if levels else ""
+        raise ValueError(f"{name} {value!r} must be {what}letters, digits, '-', '_' or '.' "
+                         "(1-64 each): MQTT wildcards, '$', NUL, spaces and "
+                         + ("empty levels" if levels else "'/'") + " are not allowed")
+
+
+
+class MetricsConfig(_Section):
+    port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (0 = off).")
+    address: str = Field("0.0.0.0", description="Address the metrics endpoint listens on.")
+
+    @model_validator(mode="after")
+    def _address(self) -> MetricsConfig:
+        try:
+            ipaddress.ip_address(self.address)
+        except ValueError:
+            raise ValueError(f"metrics.address {self.address!r} must be an IP address such "
+                             "as 0.0.0.0, 127.0.0.1 or ::") from None
+        return self
+
+
+class HomeAssistantConfig(_Section):
+    enabled: bool = Field(False, description="Publish Home Assistant MQTT discovery.")
+    discovery_prefix: str = Field("homeassistant", min_length=1,
+                                  description="Home Assistant's discovery prefix.")
+
+    @model_validator(mode="after")
+    def _prefix(self) -> HomeAssistantConfig:
+        _check_topic("homeassistant.discovery_prefix", self.discovery_prefix, levels=True)
+        return self
+
+
+class UpdateConfig(_Section):
+    """Pull updates: `cmd/update {url, sha256, version, signature?}` (device/daemon/update.py)."""
+
+    enabled: bool = Field(True, description="Accept cmd/update (false: refuse every update).")
+    public_key: str = Field(
+        "", description="Ed25519 public key (base64 of its 32 bytes, or a PEM file's path): "
+        "when set, every update must carry a signature of its bundle's manifest.json.")
+    allowed_schemes: tuple[Literal["https", "http", "file"], ...] = Field(
+        ("https", "file"), description="Where updates may come from: https, http (a trusted "
+        "network only), file (an absolute path on the device).")
+    max_bytes: int = Field(200 << 20, ge=1024, description="Largest archive accepted.")
+    timeout: float = Field(30.0, gt=0, le=600, description="Seconds a download may stall.")
+    keep: int = Field(3, ge=2, le=100, description="Versions kept in models/ (current and "
+                      "previous included).")
+    lock_wait: float = Field(300.0, ge=0, description="Seconds to wait for a running deploy "
+                             "(models/.deploy.lock) before refusing.")
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+

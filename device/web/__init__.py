@@ -1,0 +1,1 @@
+"""The daemon's local web page: live view, events, status, upload and labelling."""

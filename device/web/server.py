@@ -1,0 +1,249 @@
+"""The web server: the standard library's ThreadingHTTPServer, one thread per connection.
+
+Why not aiohttp or Starlette: the page has one or two viewers on a LAN, every request is
+short except the MJPEG stream (a thread that sleeps on a condition between frames), and
+the Pi installs nothing more; the daemon's threads stay the only concurrency model. It is
+bound to 127.0.0.1 unless configured otherwise, and off loopback every request needs the
+password (config validation refuses the address without web.password_hash).
+
+Guards: a loopback server answers only Host names that are loopback (DNS rebinding);
+state-changing requests need an `X-Coral-Web: 1` header, which a cross-site form or image
+cannot send (CSRF); bodies are bounded and read fully before any work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+
+from device.web.auth import Authorizer
+from device.web.frames import FrameStore
+from device.web.live import LiveHub
+from device.web.upload import UploadError, Uploads
+from device.webconfig import WebConfig, is_loopback
+
+log = logging.getLogger(__name__)
+
+PAGES = {"/": "live.html", "/upload": "upload.html", "/label": "label.html"}
+STATIC = {"app.css": "text/css", "app.js": "text/javascript"}
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+BOUNDARY = "coralframe"
+MAX_JSON = 64 * 1024
+
+
+@dataclass
+class Backend:
+    """What the pages read and do; the daemon provides each piece."""
+
+    hub: LiveHub
+    store: FrameStore
+    uploads: Uploads
+    status: Callable[[], dict[str, Any]]
+    events: Callable[[], dict[str, Any]]
+    labels: Callable[[], list[str]]
+    capture: Callable[[str, int, float], dict[str, Any]]
+
+
+def _asset(name: str) -> bytes:
+    return resources.files("device.web").joinpath("static", name).read_bytes()
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: WebServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        log.debug("%s " + fmt, self.address_string(), *args)
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _send(self, status: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("X-Frame-Options", "DENY")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, data: Any, status: int = 200) -> None:
+        self._send(status, json.dumps(data, ensure_ascii=False).encode(), "application/json")
+
+    def _error(self, status: int, message: str) -> None:
+        self._json({"ok": False, "error": message}, status)
+
+    def _allowed(self) -> bool:
+        """Host and password checks, before anything else is read."""
+        host = urllib.parse.urlsplit(f"//{self.headers.get('Host', '')}").hostname or ""
+        if self.server.loopback and host not in LOOPBACK_HOSTS and f"[{host}]" not in \
+                LOOPBACK_HOSTS:
+            self._error(421, "this page answers only on a loopback host name")
+            return False
+        if not self.server.auth.allows(self.headers.get("Authorization")):
+            self.close_connection = True
+            self._send(401, b'{"ok": false, "error": "password required"}',
+                       "application/json",
+                       {"WWW-Authenticate": 'Basic realm="coral-classifier", charset="UTF-8"'})
+            return False
+        return True
+
+    def _body(self, limit: int) -> bytes | None:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._error(411, "Content-Length required")
+            return None
+        if length < 0 or length > limit:
+            self.close_connection = True
+            self._error(413, f"body of {length} bytes is too large (at most {limit})")
+            return None
+        return self.rfile.read(length)
+
+    # -- GET -------------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        if not self._allowed():
+            return
+        url = urllib.parse.urlsplit(self.path)
+        path, b = url.path, self.server.backend
+        try:
+            if path in PAGES:
+                self._send(200, _asset(PAGES[path]), "text/html; charset=utf-8")
+            elif path.startswith("/static/") and path[8:] in STATIC:
+                self._send(200, _asset(path[8:]), STATIC[path[8:]])
+            elif path == "/stream.mjpg":
+                self._stream()
+            elif path == "/api/live":
+                self._json(b.hub.summary())
+            elif path == "/api/status":
+                self._json(b.status())
+            elif path == "/api/events":
+                self._json(b.events())
+            elif path.startswith("/events/") and path.endswith(".jpg"):
+                thumb = b.hub.thumbs.get(path[8:-4], b"")
+                self._send(200, thumb, "image/jpeg") if thumb else self._error(404, "gone")
+            elif path == "/api/frames":
+                self._json({"frames": b.store.list(), "labels": b.labels()})
+            elif path == "/frame":
+                fid = urllib.parse.parse_qs(url.query).get("id", [""])[0]
+                self._send(200, b.store.path(fid).read_bytes(), "image/jpeg")
+            else:
+                self._error(404, f"no page {path[:80]}")
+        except (ValueError, FileNotFoundError) as exc:
+            self._error(404, str(exc))
+
+    do_HEAD = do_GET
+
+    def _stream(self) -> None:
+        """MJPEG: the pipeline's newest frame, drawn, at most stream_fps a second."""
+        hub, gap = self.server.backend.hub, 1.0 / self.server.cfg.stream_fps
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        hub.watch(+1)
+        seq, last = None, 0.0
+        try:
+            while not self.server.stopping.is_set():
+                latest = hub.wait_newer(seq, 1.0)
+                if latest is None:
+                    continue
+                jpg = hub.jpeg(latest)
+                seq = latest.frame.seq
+                self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                                 f"Content-Length: {len(jpg)}\r\n\r\n".encode() + jpg + b"\r\n")
+                self.wfile.flush()
+                wait = last + gap - time.monotonic()
+                if wait > 0:
+                    self.server.stopping.wait(wait)
+                last = time.monotonic()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the viewer went away
+        finally:
+            hub.watch(-1)
+
+    # -- POST ------------------------------------------------------------------------------
+    def do_POST(self) -> None:
+        if not self._allowed():
+            return
+        if self.headers.get("X-Coral-Web") != "1":
+            self._error(403, "send the X-Coral-Web: 1 header (cross-site requests are refused)")
+            return
+        url = urllib.parse.urlsplit(self.path)
+        b = self.server.backend
+        if url.path == "/api/classify":
+            data = self._body(self.server.cfg.max_upload)
+            if data is None:
+                return
+            name = urllib.parse.parse_qs(url.query).get("name", ["upload"])[0][:200]
+            try:
+                self._json(b.uploads.classify(data, name))
+            except UploadError as exc:
+                self._error(exc.status, str(exc))
+            return
+        if url.path not in ("/api/frames", "/api/capture"):
+            self._error(404, f"no endpoint {url.path[:80]}")
+            return
+        raw = self._body(MAX_JSON)
+        if raw is None:
+            return
+        try:
+            args = json.loads(raw or b"{}")
+            if not isinstance(args, dict):
+                raise ValueError("send a JSON object")
+            if url.path == "/api/frames":
+                self._json(b.store.apply(args.get("action", ""), args.get("ids"),
+                                         args.get("label", "")))
+            else:
+                self._json(b.capture(args.get("label", ""), args.get("frames", 1),
+                                     args.get("every", 0.0)))
+        except (ValueError, FileNotFoundError) as exc:
+            self._error(400, str(exc))
+
+
+class WebServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 16
+
+    def __init__(self, cfg: WebConfig, backend: Backend):
+        self.cfg, self.backend = cfg, backend
+        self.auth = Authorizer(cfg.password_hash)
+        self.loopback = is_loopback(cfg.address)
+        self.stopping = threading.Event()
+        if ":" in cfg.address:
+            import socket
+
+            self.address_family = socket.AF_INET6
+        super().__init__((cfg.address, cfg.port), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.5},
+                                       name="web", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+
+    def start(self) -> None:
+        self.thread.start()
+        log.info("web page on %s%s", self.url,
+                 " (password required)" if self.auth.required else "")
+
+    def close(self) -> None:
+        self.stopping.set()
+        with self.backend.hub.cond:
+            self.backend.hub.cond.notify_all()
+        self.shutdown()
+        self.server_close()

@@ -1,0 +1,74 @@
+"""The `[web]` and `[capture]` config sections: the local web page and keeping frames for
+training (captures on command, doubtful frames automatically)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+HASH_FORMAT = re.compile(r"^scrypt\$[0-9]+\$[0-9]+\$[0-9]+\$[0-9a-f]{16,}\$[0-9a-f]{32,}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
+class WebConfig(_Section):
+    """The daemon's local web page: live view, events, status, upload, labelling."""
+
+    enabled: bool = Field(False, description="Serve the web page (false: no server, no "
+                          "per-frame work at all).")
+    address: str = Field("127.0.0.1", description="Address to listen on. Anything but a "
+                         "loopback address needs password_hash.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port (0 = any free port, "
+                      "logged).")
+    password_hash: str = Field(
+        "", description="scrypt hash of the password (or token) the page asks for: make it "
+        "with `python -m device.web.auth`. Required off loopback.")
+    stream_fps: float = Field(5.0, gt=0, le=30, description="Live view frames per second "
+                              "at most (JPEG encoding happens only while someone watches).")
+    stream_width: int = Field(640, ge=64, le=4096, description="Live view width in pixels "
+                              "(frames are scaled down to it).")
+    max_upload: int = Field(16 << 20, ge=1 << 16, description="Largest photo the upload "
+                            "page accepts, in bytes.")
+
+    @model_validator(mode="after")
+    def _checks(self) -> WebConfig:
+        try:
+            loopback = is_loopback(self.address)
+        except ValueError:
+            raise ValueError(f"web.address {self.address!r} must be an IP address such as "
+                             "127.0.0.1, 0.0.0.0 or ::") from None
+        if self.password_hash and not HASH_FORMAT.match(self.password_hash):
+            raise ValueError("web.password_hash is not a hash made by `python -m "
+                             "device.web.auth` (never put the password itself here)")
+        if self.enabled and not loopback and not self.password_hash:
+            raise ValueError(f"web.address {self.address} is reachable from other machines: "
+                             "set web.password_hash (`python -m device.web.auth`) or listen "
+                             "on 127.0.0.1")
+        return self
+
+
+class CaptureConfig(_Section):
+    """Frames kept for training under <state>/dataset (captures) and <state>/doubtful."""
+
+    max_bytes: int = Field(500 << 20, ge=1 << 20, description="Captured dataset bound "
+                           "(bytes); a capture stops when it is reached.")
+    quality: int = Field(92, ge=50, le=100, description="JPEG quality of saved frames.")
+    keep_doubtful: bool = Field(False, description="Keep doubtful frames automatically: "
+                                "behind unknown events, below the operating threshold while "
+                                "something is present, or top two within doubtful_margin.")
+    doubtful_margin: float = Field(0.1, ge=0, le=1, description="Top-1 minus top-2 below "
+                                   "this makes a frame doubtful (0 = never for this reason).")
+    doubtful_max_files: int = Field(500, ge=1, description="Doubtful ring bound (frames); "
+                                    "the oldest go first.")
+    doubtful_max_bytes: int = Field(200 << 20, ge=1 << 20, description="Doubtful ring "
+                                    "bound (bytes).")
+    doubtful_interval: float = Field(2.0, ge=0, description="Seconds between two kept "
+                                     "doubtful frames at least (rate limit).")

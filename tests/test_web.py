@@ -1,0 +1,133 @@
+"""The daemon's web page over real HTTP: the password off loopback (an unauthenticated
+request is refused), the live view and MJPEG stream from the pipeline, events, status,
+the upload page answering like `classify --json`, labelling, and the guards."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+
+import pytest
+
+from device.config import parse_config
+from device.errors import ConfigError
+from device.tools.demo import free_port
+from device.web.auth import Authorizer, credential, hash_password, verify_password
+
+from .conftest import run_cli
+from .webutil import DEMO, get_json, http, wait_until, web_daemon
+
+
+def test_password_hash_roundtrip_and_headers():
+    h = hash_password("s3cret")
+    assert h.startswith("scrypt$") and "s3cret" not in h
+    assert verify_password("s3cret", h) and not verify_password("s3cret!", h)
+    assert credential("Bearer tok") == "tok"
+    assert credential("Basic bWU6czNjcmV0") == "s3cret"  # me:s3cret
+    assert credential("Basic !!!") is None and credential(None) is None
+    auth = Authorizer(h)
+    assert auth.allows("Bearer s3cret") and auth.allows("Bearer s3cret")  # second: cached
+    assert not auth.allows("Bearer wrong") and not auth.allows(None)
+    assert Authorizer("").allows(None)  # loopback without a password
+
+
+def test_config_refuses_an_open_address_without_a_password():
+    with pytest.raises(ConfigError, match="password_hash"):
+        parse_config({"web": {"enabled": True, "address": "0.0.0.0"}})
+    with pytest.raises(ConfigError, match="never put the password itself"):
+        parse_config({"web": {"enabled": True, "password_hash": "hunter2"}})
+    cfg = parse_config({"web": {"enabled": True, "address": "0.0.0.0",
+                                "password_hash": hash_password("pw")}})
+    assert cfg.web.address == "0.0.0.0"
+    assert not parse_config({}).web.enabled  # off unless asked for
+
+
+def test_unauthenticated_requests_are_refused_off_loopback(tmp_path, broker, daemon_factory):
+    pw_hash = hash_password("open sesame")
+    d, url, _ = web_daemon(tmp_path, broker.port, daemon_factory,
+                           web={"address": "0.0.0.0", "password_hash": pw_hash})
+    for path in ("/", "/api/status", "/api/live", "/stream.mjpg", "/api/frames", "/label"):
+        status, headers, _ = http(url + path)
+        assert status == 401, path
+        assert headers["WWW-Authenticate"].startswith("Basic")
+    status, _, _ = http(url + "/api/classify", b"\xff\xd8", password=None)
+    assert status == 401
+    assert http(url + "/api/status", password="wrong")[0] == 401
+    assert http(url + "/api/status", headers={"Authorization": "Bearer wrong"})[0] == 401
+    assert get_json(url + "/api/status", password="open sesame")["device_id"] == "pi-web"
+    assert http(url + "/api/live", headers={"Authorization": "Bearer open sesame"})[0] == 200
+    # the address really is every interface: reach it by the host's own name too
+    ip = socket.gethostbyname(socket.gethostname())
+    port = url.rsplit(":", 1)[1]
+    assert http(f"http://{ip}:{port}/api/status")[0] == 401
+    assert "password required" in d.output() or "web page on" in d.output()
+
+
+def test_live_view_events_status_and_guards(tmp_path, broker, daemon_factory):
+    _d, url, _ = web_daemon(tmp_path, broker.port, daemon_factory, web={})
+    first = wait_until(lambda: get_json(url + "/api/live")["seq"], 30, "a first frame")
+    wait_until(lambda: get_json(url + "/api/live")["seq"] != first, 10, "a newer frame")
+    live = get_json(url + "/api/live")
+    assert live["top_k"] and live["top_k"][0]["label"] in ("empty", "note_5", "note_10",
+                                                           "note_20")
+    assert live["rois"] == [] and live["model"]["name"] == "demo-notes"
+    # two MJPEG parts, each a JPEG, from the pipeline's frames
+    with urllib.request.urlopen(url + "/stream.mjpg", timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        data = b""
+        while data.count(b"\xff\xd9") < 2:
+            data += r.read1(65536)
+    assert data.count(b"Content-Type: image/jpeg") >= 2 and b"\xff\xd8" in data
+    events = wait_until(lambda: get_json(url + "/api/events")["events"], 30, "an event")
+    ev = events[0]
+    status, _headers, thumb = http(f"{url}/events/{ev['event_id']}.jpg")
+    assert status == 200 and thumb[:2] == b"\xff\xd8"
+    page = get_json(url + "/api/events")
+    assert page["mode"] == "event" and sum(page["counts"].values()) >= 1
+    st = get_json(url + "/api/status")
+    assert st["state"] == "running" and st["frames"] > 0 and "capture" in st
+    for path in ("/", "/upload", "/label", "/static/app.js", "/static/app.css"):
+        assert http(url + path)[0] == 200, path
+    # guards: DNS rebinding (a foreign Host name), cross-site POSTs, unknown paths, traversal
+    assert http(url + "/api/status", headers={"Host": "evil.example:80"})[0] == 421
+    assert http(url + "/api/frames", b'{"action": "delete", "ids": ["x"]}',
+                headers={"X-Coral-Web": "0"})[0] == 403
+    assert http(url + "/nope")[0] == 404
+    assert http(url + "/frame?id=dataset/../../etc/passwd.jpg")[0] == 404
+    assert http(url + "/api/frames", {"action": "delete", "ids": ["doubtful/../../x.jpg"]})[0] \
+        == 400
+
+
+def test_upload_answers_like_classify_json(tmp_path, broker, daemon_factory):
+    _d, url, _ = web_daemon(tmp_path, broker.port, daemon_factory, web={})
+    photo = sorted((tmp_path / "replay").iterdir())[5]  # a note in the slot
+    wait_until(lambda: get_json(url + "/api/live")["seq"], 30, "the daemon running")
+    status, _, body = http(url + "/api/classify?name=" + photo.name, photo.read_bytes())
+    assert status == 200, body
+    web = json.loads(body)
+    r = run_cli("classify", "--json", "--model", str(DEMO), "--backend", "cpu", str(photo))
+    cli = json.loads(r.stdout.splitlines()[0])
+    assert web.keys() == {**cli, "image": photo.name}.keys()
+    for key in ("label", "top_k", "model", "backend", "accepted", "ood_score", "reason"):
+        assert web[key] == cli[key], key
+    assert web["image"] == photo.name
+    # not an image
+    status, _, body = http(url + "/api/classify", b"not an image")
+    assert status == 400 and b"not an image" in body
+    # too large: refused from its Content-Length, before the body is read
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), 5) as s:
+        s.sendall(b"POST /api/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Coral-Web: 1\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (17 << 20))
+        assert s.recv(4096).startswith(b"HTTP/1.1 413")
+
+
+def test_disabled_web_page_listens_nowhere(tmp_path, broker, daemon_factory):
+    port = free_port()
+    d, _, _ = web_daemon(tmp_path, broker.port, daemon_factory, web=None)
+    wait_until(lambda: "classifying" in d.output() or "READY" in d.output()
+               or "model demo-notes" in d.output(), 60, "the daemon started")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), 0.5)
+    assert "web page on" not in d.output()
