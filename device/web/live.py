@@ -75,8 +75,9 @@ class LiveHub:
 
     # -- the results thread ----------------------------------------------------------------
     def tap(self, frame, c, spec, verdict) -> None:
-        if frame.roi:
-            self.regions[frame.roi] = c.top_k
+        roi = getattr(frame, "roi", "")  # [[camera.roi]]: one frame per region
+        if roi:
+            self.regions[roi] = c.top_k
             if frame.roi_index:
                 return  # the same picture as region 0's frame
         self.latest = Latest(frame, c.top_k, verdict, spec.info())
