@@ -97,6 +97,7 @@ class Window:
     cpu_s: float
     stages_ms: dict
     dropped: int
+    seen: int = 0  # camera frames (an inference per region, or none when gated)
 
     @property
     def fps(self) -> float:
@@ -116,9 +117,12 @@ def process_cpu(worker_pid: int | None) -> float:
 
 
 def run_daemon(model: Path, backend: str, frames: Path, port: int, seconds: float, fps: float,
-               live: bool, num_threads: int, warmup: float = 1.0) -> Window:
+               live: bool, num_threads: int, warmup: float = 1.0, rois: tuple = (),
+               trigger: dict | None = None) -> Window:
     cfg = parse_config({
-        "camera": {"type": "replay", "source": str(frames), "fps": fps, "loop": True},
+        "camera": {"type": "replay", "source": str(frames), "fps": fps, "loop": True,
+                   "roi": list(rois)},
+        "trigger": trigger or {},
         "model": {"path": str(model), "backend": backend, "allow_cpu_fallback": False,
                   "num_threads": num_threads},
         "mqtt": {"host": "127.0.0.1", "port": port, "device_id": "bench",
@@ -133,18 +137,19 @@ def run_daemon(model: Path, backend: str, frames: Path, port: int, seconds: floa
     thread = threading.Thread(target=daemon.run, name="daemon")
     thread.start()
     deadline = time.monotonic() + 30
-    while daemon.stats.frames == 0 and thread.is_alive() and time.monotonic() < deadline:
+    while daemon.stats.seen == 0 and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(warmup)
     worker = daemon.slot.worker.pid
-    n0, first = daemon.stats.frames, daemon.times.n
+    n0, s0, first = daemon.stats.frames, daemon.stats.seen, daemon.times.n
     cpu0, t0 = process_cpu(worker), time.perf_counter()
     time.sleep(seconds)
-    n1, cpu1, t1 = daemon.stats.frames, process_cpu(worker), time.perf_counter()
+    n1, s1 = daemon.stats.frames, daemon.stats.seen
+    cpu1, t1 = process_cpu(worker), time.perf_counter()
     daemon.request_stop()
     thread.join(30)
     return Window(n1 - n0, t1 - t0, cpu1 - cpu0, daemon.times.percentiles(since=first),
-                  daemon.buffer.dropped)
+                  daemon.buffer.dropped, s1 - s0)
 
 
 def bench(args: argparse.Namespace, model: Path, frames: Path, port: int,
@@ -233,21 +238,29 @@ def main(argv: list[str] | None = None) -> int:
     model = Path(args.model)
     bundle = load_bundle(model)
     runs = []
+    still = work / "still"
+    make_frames(still, 1, 640, 480)  # one frame, replayed: nothing ever moves
     broker, port = start_broker(work)
     try:
         for n in threads:
             runs.append(bench(args, model, frames, port, n))
+        from device.tools.bench_regions import bench_regions
+
+        regions = bench_regions(args, model, frames, still, port, threads[0], run_daemon)
     finally:
         broker.terminate()
         broker.wait(5)
     summary = {
         "model": bundle.name, "backend": args.backend, "frames": frame_size(frames),
-        "cores": len(os.sched_getaffinity(0)), "runs": runs,
+        "cores": len(os.sched_getaffinity(0)), "runs": runs, "regions": regions,
         # the whole bench process: the daemon plus a second interpreter for the raw loops
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     for run in runs:
         print_table(summary, run)
+    print(f"\nregions and gating ({threads[0]} interpreter thread(s), replay unthrottled):")
+    for name, v in regions.items():
+        print(f"  {name:<26} " + ", ".join(f"{k} {x}" for k, x in v.items()))
     print(f"peak RSS {summary['peak_rss_mb']:.0f} MB\n")
     print(json.dumps(summary))
     if args.json:
