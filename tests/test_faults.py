@@ -172,6 +172,14 @@ def test_unsafe_topic_ids_are_refused_by_check_config(tmp_path, key, value, need
     assert r.returncode == 2 and needle in r.stderr, r.stderr
 
 
+def test_wildcard_discovery_prefix_is_refused_by_check_config(tmp_path):
+    """A '#' here once made paho's subscribe raise inside on_connect, killing MQTT."""
+    cfg = write_config(tmp_path / "c.toml", camera={}, model={}, mqtt={},
+                       homeassistant={"enabled": True, "discovery_prefix": "ha/#"})
+    r = run_cli("check-config", str(cfg))
+    assert r.returncode == 2 and "discovery_prefix" in r.stderr, r.stderr
+
+
 def test_bad_metrics_address_is_refused_by_check_config(tmp_path):
     cfg = write_config(tmp_path / "c.toml", camera={}, model={}, mqtt={},
                        metrics={"port": 9100, "address": "not-an-address"})
