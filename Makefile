@@ -28,7 +28,10 @@ endif
 
 .PHONY: help venv train-deps mosquitto test-tools demo demo-model test test-all test-hw test-pi \
 	lint bench bench-train \
-	install-device uninstall-device deploy rollback clean
+	install-device uninstall-device deploy rollback rollout fleet container clean
+
+# q: one shell word, whatever the value holds (HOST='pi@x;cmd' stays one argument)
+q = '$(subst ','\'',$(1))'
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-16s %s\n",$$1,$$2}'
@@ -63,8 +66,15 @@ demo-model: train-deps ## retrain the committed demo bundle compiled_models/demo
 	  --input-size 96 --epochs 20 --fine-tune-epochs 6 --feature-copies 2 --version 1.0.0 \
 	  --golden-per-class 1
 
-test-tools: ## install what the tests drive for real (sshd, rsync, openssl) when missing
-	@missing=""; for t in sshd:openssh-server rsync:rsync openssl:openssl ssh:openssh-client; do \
+.PHONY: collect
+collect: venv ## pull the frames labelled on a device into class folders: make collect HOST=pi@host [OUT=data/] (merges, never overwrites)
+	@[ -n "$(HOST)" ] || { echo "usage: make collect HOST=pi@host [OUT=data/] [REMOTE=/var/lib/coral-classifier/dataset]"; exit 2; }
+	$(PY) -m host_training.collect --host "$(HOST)" --out "$(or $(OUT),data/)" \
+	  $(if $(REMOTE),--remote "$(REMOTE)") $(COLLECT_ARGS)
+
+test-tools: ## install what the tests drive for real (sshd, rsync, openssl, headless chromium) when missing
+	@missing=""; for t in sshd:openssh-server rsync:rsync openssl:openssl ssh:openssh-client \
+	  chromium:chromium chromedriver:chromium-driver; do \
 	  cmd=$${t%%:*}; pkg=$${t#*:}; command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; done; \
 	[ -z "$$missing" ] || { echo "installing$$missing (apt)"; $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }
@@ -87,19 +97,30 @@ bench: venv mosquitto ## benchmark: raw invoke vs the daemon's whole pipeline to
 bench-train: train-deps ## training speed: cached-feature head vs end-to-end frozen epochs, and fine-tuning
 	$(PY) -m host_training.bench $(BENCH_TRAIN_ARGS)
 
-install-device: ## on the Pi: user, venv, config, unit, udev rule (LIBEDGETPU_DEB=, TFLITE_WHEEL= for the Edge TPU pairing)
-	$(SUDO) env LIBEDGETPU_DEB="$(LIBEDGETPU_DEB)" TFLITE_WHEEL="$(TFLITE_WHEEL)" \
-	  systemd/install-device.sh install
+install-device: ## on the Pi: user, deploy group + sudoers rule, venv, config, unit, udev rule (DEPLOY_USERS=, LIBEDGETPU_DEB=, TFLITE_WHEEL=)
+	$(SUDO) env LIBEDGETPU_DEB=$(call q,$(LIBEDGETPU_DEB)) TFLITE_WHEEL=$(call q,$(TFLITE_WHEEL)) \
+	  $(if $(DEPLOY_USERS),DEPLOY_USERS=$(call q,$(DEPLOY_USERS))) systemd/install-device.sh install
 
 uninstall-device: ## on the Pi: undo install-device (PURGE=1 also removes config, models and counts)
-	$(SUDO) env PURGE=$(PURGE) systemd/install-device.sh uninstall
+	$(SUDO) env PURGE=$(call q,$(PURGE)) systemd/install-device.sh uninstall
 
 deploy: venv ## flash a bundle: make deploy HOST=user@pi MODEL=compiled_models/NAME (HOSTS="a b" for a fleet, ALLOW_CPU=1)
-	$(PY) -m host_training.deploy deploy --model $(MODEL) $(foreach h,$(HOST) $(HOSTS),--host $(h)) \
-	  $(if $(ALLOW_CPU),--allow-cpu) $(DEPLOY_ARGS)
+	$(PY) -m host_training.deploy deploy --model $(call q,$(MODEL)) \
+	  $(foreach h,$(HOST) $(HOSTS),--host $(call q,$(h))) $(if $(ALLOW_CPU),--allow-cpu) $(DEPLOY_ARGS)
 
 rollback: venv ## switch a device back to its previous model: make rollback HOST=user@pi
-	$(PY) -m host_training.deploy rollback $(foreach h,$(HOST) $(HOSTS),--host $(h)) $(DEPLOY_ARGS)
+	$(PY) -m host_training.deploy rollback $(foreach h,$(HOST) $(HOSTS),--host $(call q,$(h))) $(DEPLOY_ARGS)
+
+rollout: venv ## pull update over MQTT, canary first: make rollout MODEL=compiled_models/NAME DEVICES="id1 id2" BROKER=host:port
+	$(PY) -m host_training.rollout --model $(call q,$(MODEL)) \
+	  $(foreach d,$(DEVICES),--device $(call q,$(d))) $(if $(BROKER),--broker $(call q,$(BROKER))) \
+	  $(if $(ALLOW_CPU),--allow-cpu) $(ROLLOUT_ARGS)
+
+fleet: venv ## every device on the broker: model, backend, fps, errors (BROKER=host:port, FLEET_ARGS=--json)
+	$(PY) -m device fleet --broker $(call q,$(or $(BROKER),localhost:1883)) $(FLEET_ARGS)
+
+container: ## build the device image with buildah or podman (ARCH=arm64 for a Pi; see container/)
+	container/build.sh $(call q,$(or $(CONTAINER_ARCH),$(ARCH)))
 
 lint: venv ## ruff
 	$(VENV)/bin/ruff check device host_training tests

@@ -1,67 +1,43 @@
 """`make deploy` / `make rollback`: put a model bundle on one Pi or a fleet, safely.
 
 A deploy ends with the new model serving, or with the old one still serving and a clear
-message. Per host: verify the bundle here (sha256s, Edge TPU checks, golden self-test) →
-rsync into models/<version>.partial → check the sha256s there → rename to
-models/<version> → switch the `current` symlink atomically (rename) → reload the service
-→ wait until the device's retained `status` reports the new sha256. On failure or
-timeout: switch back, reload, fail. A fleet goes one host at a time and stops at the
-first failure (the first host is the canary).
+message. Verify the bundle here (version, sha256s, Edge TPU checks, golden self-test), then
+per host, holding the device's lock (flock on models/.deploy.lock) from before the copy
+until after the confirmation or the rollback: rsync into models/<version>.partial → check
+the sha256s there → rename to models/<version> → switch `current` atomically (a rename) →
+reload with a fresh nonce → wait until the device's retained `status` echoes that nonce
+while serving the new sha256 (its reply to the nonce tells a refusal at once). Only then
+does `previous` move and old versions get pruned. Any failure after the switch (a refused
+or failed reload, a timeout, a dropped ssh, an exception) switches back and reloads. A
+fleet goes one host at a time and stops at the first failure (the first host is the canary).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
+import secrets
 import shlex
-import subprocess
 import sys
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from device.bundle import TPU_MODEL, Bundle, load_bundle
 from device.errors import CoralError
+from host_training.remote import (
+    NONCE_FILE,
+    PENDING,
+    DeployError,
+    Target,
+    UsageError,
+    check_version,
+    version_dir,
+)
+from host_training.watch import DeviceWatch
 
 log = logging.getLogger("host_training.deploy")
+MQTT_RELOAD = "mqtt"  # --reload-cmd mqtt: send cmd/reload with the nonce over the broker
 
-
-class DeployError(CoralError):
-    exit_code = 6
-
-
-@dataclass
-class Target:
-    host: str  # user@host, as ssh takes it
-    root: str = "/var/lib/coral-classifier"
-    ssh_opts: str = ""
-    reload_cmd: str = "sudo systemctl reload coral-classifier"
-    device_id: str = ""
-    broker: str = ""  # host:port of the MQTT broker the device reports to
-    topic_prefix: str = "coral-classifier"
-
-    @property
-    def models(self) -> str:
-        return f"{self.root}/models"
-
-    def ssh(self, command: str, check: bool = True, input: str | None = None) -> str:
-        args = ["ssh", *shlex.split(self.ssh_opts), self.host, command]
-        r = subprocess.run(args, capture_output=True, text=True, input=input, timeout=120)
-        if check and r.returncode != 0:
-            raise DeployError(f"{self.host}: `{command}` failed ({r.returncode}): "
-                              f"{r.stderr.strip()[-400:]}")
-        return r.stdout.strip()
-
-    def rsync(self, src: Path, dest: str) -> None:
-        ssh = " ".join(["ssh", *[shlex.quote(o) for o in shlex.split(self.ssh_opts)]])
-        r = subprocess.run(["rsync", "-a", "--delete", "-e", ssh, f"{src}/",
-                            f"{self.host}:{dest}/"], capture_output=True, text=True,
-                           timeout=600)
-        if r.returncode != 0:
-            raise DeployError(f"{self.host}: copying the bundle failed: {r.stderr.strip()}")
+__all__ = ["DeployError", "Target", "UsageError", "deploy_one", "main", "rollback"]
 
 
 def verify_locally(path: Path, allow_cpu: bool) -> Bundle:
@@ -72,6 +48,7 @@ def verify_locally(path: Path, allow_cpu: bool) -> Bundle:
     from host_training.tflite_model import load_tflite
 
     bundle = load_bundle(path)  # every sha256
+    check_version(bundle.version)  # before anything is written anywhere
     check = analyse(load_tflite(bundle.cpu_model))
     if not check["ok"] and not allow_cpu:
         raise DeployError(f"{path}: check-edgetpu says {check['verdict']}: fix the model, or "
@@ -87,140 +64,147 @@ def verify_locally(path: Path, allow_cpu: bool) -> Bundle:
     return bundle
 
 
-def version_dir(bundle: Bundle) -> str:
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in bundle.version)
-    return f"{safe}-{bundle.sha256[:12]}"
+def device_id(t: Target) -> str:
+    import re
+
+    raw = t.device_id or t.ssh("hostname")
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)[:64] or "coral-classifier"
 
 
-class StatusWatch:
-    """Follows the device's retained status topic (paho) to see which model serves."""
-
-    def __init__(self, t: Target, device_id: str):
-        from device.config import MqttConfig
-        from device.mqtt.client import guarded, make_client
-
-        host, _, port = (t.broker or f"{t.host.split('@')[-1]}:1883").rpartition(":")
-        self.status: dict = {}
-        self.changed = threading.Condition()
-        self.client = make_client(MqttConfig(host=host, port=int(port)),
-                                  f"coral-deploy-{os.getpid()}")
-        topic = f"{t.topic_prefix}/{device_id}/status"
-        self.client.on_connect = guarded(lambda c, u, f, rc, p: c.subscribe(topic, qos=1))
-        self.client.on_message = guarded(self._on_message)
-        try:
-            self.client.connect(host, int(port))
-        except OSError as exc:
-            raise DeployError(f"cannot reach the broker {host}:{port} to watch {device_id} "
-                              f"({exc}): give BROKER=host:port") from None
-        self.client.loop_start()
-
-    def _on_message(self, client, userdata, msg) -> None:
-        with self.changed:
-            try:
-                self.status = json.loads(msg.payload)
-            except ValueError:
-                return
-            self.changed.notify_all()
-
-    def wait_for(self, sha256: str, since: float, timeout: float) -> tuple[bool, str]:
-        """(True, "") once the device serves sha256; (False, why) on failure or timeout."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                s = self.status
-                if s.get("model", {}).get("sha256") == sha256 and s.get("state") != "stopped":
-                    return True, ""
-                err = s.get("last_error", "")
-                if s.get("ts", 0) >= since and err.startswith("reload failed"):
-                    return False, err
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    served = s.get("model", {}).get("sha256", "?")[:12]
-                    return False, (f"the device did not report the new model within "
-                                   f"{timeout:.0f} s (it serves {served}…)")
-                self.changed.wait(min(left, 0.5))
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+def watch(t: Target, device: str) -> DeviceWatch:
+    return DeviceWatch(t.broker, device, t.topic_prefix, t.host.split("@")[-1].strip("[]"))
 
 
-def _switch(t: Target, version: str) -> None:
-    """Point models/current at version with one rename: never a moment without it."""
-    t.ssh(f"cd {shlex.quote(t.models)} && ln -sfn {shlex.quote(version)} .current.tmp && "
-          "mv -T .current.tmp current")
-
-
-def deploy_one(t: Target, bundle: Bundle, timeout: float, keep: int) -> None:
-    version = version_dir(bundle)
-    device_id = t.device_id or t.ssh("hostname")
-    models = shlex.quote(t.models)
-    previous = t.ssh(f"mkdir -p {models} && readlink {models}/current || true")
-    log.info("%s: serving %s; deploying %s", t.host, previous or "(nothing)", version)
-    staging = f"{t.models}/{version}.partial"
-    t.rsync(bundle.root, staging)
-    sums = "".join(f"{info['sha256']}  {name}\n" for name, info in
-                   bundle.manifest["files"].items())
-    t.ssh(f"cd {shlex.quote(staging)} && sha256sum --quiet -c -", input=sums)
-    t.ssh(f"cd {models} && rm -rf {shlex.quote(version)} && mv -T {shlex.quote(version)}.partial "
-          f"{shlex.quote(version)}")
-    watch = StatusWatch(t, device_id)
-    try:
-        since = time.time()
-        _switch(t, version)
-        if previous and previous != version:
-            t.ssh(f"cd {models} && ln -sfn {shlex.quote(previous)} .previous.tmp && "
-                  "mv -T .previous.tmp previous")
+def reload(t: Target, w: DeviceWatch, sha256: str, timeout: float) -> tuple[bool, str]:
+    """Reload with a fresh nonce and wait for the device to confirm exactly that reload."""
+    nonce = secrets.token_hex(8)
+    if t.reload_cmd == MQTT_RELOAD:
+        w.command("reload", {"nonce": nonce})
+    else:
+        t.write_file(NONCE_FILE, nonce + "\n")  # the daemon reads it on SIGHUP
         t.ssh(t.reload_cmd)
-        ok, why = watch.wait_for(bundle.sha256, since, timeout)
-        if not ok:
-            if previous and previous != version:
-                log.error("%s: %s; switching back to %s", t.host, why, previous)
-                _switch(t, previous)
-                t.ssh(t.reload_cmd, check=False)
-            raise DeployError(f"{t.host}: deploy of {version} failed: {why}. Rolled back to "
-                              f"{previous or 'nothing'}; the old model keeps serving.")
+    return w.wait_reload(nonce, sha256, timeout)
+
+
+def deploy_one(t: Target, bundle: Bundle, timeout: float, keep: int,
+               lock_wait: float = 300) -> None:
+    version = version_dir(bundle.version, bundle.sha256)
+    device = device_id(t)
+    w = watch(t, device)
+    try:
+        with t.lock(lock_wait):
+            t.recover()
+            links = t.links()
+            old, old_path = links.get("current", ""), links.get("current_path", "")
+            if old_path.rstrip("/").endswith("/" + version):
+                log.info("%s: already serving %s", t.host, version)
+                return
+            log.info("%s: serving %s; deploying %s", t.host, old or "(nothing)", version)
+            old_sha = model_sha(t, old_path)
+            _stage(t, bundle, version, {links.get("current_path"), links.get("previous_path")})
+            t.write_file(PENDING, old + "\n")
+            try:
+                t.set_link("current", version)
+                ok, why = reload(t, w, bundle.sha256, timeout)
+            except BaseException as exc:  # ssh dropped, interrupted, ...: never stay switched
+                ok, why = False, f"{type(exc).__name__}: {exc}"
+            if not ok:
+                _switch_back(t, w, old, old_sha, timeout)
+                raise DeployError(f"{t.host}: deploy of {version} failed: {why}. Rolled back "
+                                  f"to {old or 'nothing'}; the old model keeps serving.")
+            if old:
+                t.set_link("previous", old)  # only now: the new version is confirmed
+            t.remove_file(PENDING)
+            t.prune(keep)
     finally:
-        watch.close()
-    _prune(t, keep)
+        w.close()
     log.info("%s: now serving %s (sha256 %s…)", t.host, version, bundle.sha256[:12])
 
 
-def _prune(t: Target, keep: int) -> None:
-    models = shlex.quote(t.models)
-    # real directories only (not the current/previous symlinks), newest first
-    listing = t.ssh(f"cd {models} && find . -mindepth 1 -maxdepth 1 -type d -printf "
-                    "'%T@ %f\\n' | sort -rn | cut -d' ' -f2; echo ---; "
-                    "readlink current; readlink previous || true")
-    names, _, pinned = listing.partition("---")
-    pinned_set = set(pinned.split())
-    versions = [n for n in names.split() if not n.endswith(".partial")]
-    for old in [v for v in versions if v not in pinned_set][max(0, keep - len(pinned_set)):]:
-        t.ssh(f"rm -rf {models}/{shlex.quote(old)}")
-        log.info("%s: removed old version %s", t.host, old)
+def _stage(t: Target, bundle: Bundle, version: str, pinned: set[str | None]) -> None:
+    """Copy into <version>.partial, check it there, rename it into place."""
+    q = shlex.quote
+    staging = f"{version}.partial"
+    exists = t.ssh(f"cd -- {t.q} && if [ -d {q(version)} ]; then pwd -P; fi")
+    if exists and f"{exists}/{version}" in pinned:
+        # previous is this very version (same sha256 prefix): check it, do not replace it
+        target = f"{t.models}/{version}"
+    else:
+        t.rsync(str(bundle.root), f"{t.models}/{staging}")
+        target = f"{t.models}/{staging}"
+    sums = "".join(f"{info['sha256']}  {name}\n" for name, info in
+                   bundle.manifest["files"].items())
+    try:
+        t.ssh(f"cd -- {q(target)} && sha256sum --quiet --strict -c -", input=sums)
+    except DeployError:
+        t.ssh(f"cd -- {t.q} && rm -rf -- {q(staging)}", check=False)
+        raise
+    if target.endswith(".partial"):
+        t.ssh(f"cd -- {t.q} && rm -rf -- {q(version)} && mv -T -- {q(staging)} {q(version)}")
+
+
+def model_sha(t: Target, path: str) -> str:
+    """The sha256 a version folder on the device serves ('' when there is none)."""
+    import json
+
+    if not path:
+        return ""
+    text = t.ssh(f"cat -- {shlex.quote(path)}/manifest.json", check=False)
+    try:
+        return json.loads(text)["files"]["model_quant.tflite"]["sha256"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def _switch_back(t: Target, w: DeviceWatch, old: str, old_sha: str, timeout: float) -> None:
+    log.error("%s: switching back to %s", t.host, old or "(nothing)")
+    try:
+        t.set_link("current", old)
+        t.remove_file(PENDING)
+    except CoralError as exc:
+        log.error("%s: switching back failed: %s; the next deploy restores current from "
+                  "models/%s", t.host, exc, PENDING)
+        return
+    if not old:
+        return
+    try:  # the old model never stopped serving if the new one was refused; if the state
+        # is unknown (timeout, dropped ssh) this makes the daemon load `current` again
+        ok, why = reload(t, w, old_sha, min(timeout, 30)) if old_sha else (True, "")
+    except CoralError as exc:
+        ok, why = False, str(exc)
+    if not ok:
+        log.warning("%s: the reload after switching back was not confirmed (%s)", t.host, why)
 
 
 def rollback(t: Target, timeout: float) -> None:
-    models = shlex.quote(t.models)
-    previous = t.ssh(f"readlink {models}/previous || true")
-    current = t.ssh(f"readlink {models}/current || true")
-    if not previous:
-        raise DeployError(f"{t.host}: no previous version to roll back to")
-    sha = json.loads(t.ssh(f"cat {models}/{shlex.quote(previous)}/manifest.json"))["files"][
-        "model_quant.tflite"]["sha256"]
-    device_id = t.device_id or t.ssh("hostname")
-    watch = StatusWatch(t, device_id)
+    """Swap current and previous, reload, confirm; swap back if the device refuses."""
+    device = device_id(t)
+    w = watch(t, device)
     try:
-        since = time.time()
-        _switch(t, previous)
-        t.ssh(f"cd {models} && ln -sfn {shlex.quote(current)} .previous.tmp && "
-              "mv -T .previous.tmp previous")
-        t.ssh(t.reload_cmd)
-        ok, why = watch.wait_for(sha, since, timeout)
+        with t.lock():
+            t.recover()
+            links = t.links()
+            current, previous = links.get("current", ""), links.get("previous", "")
+            if not previous or not links.get("previous_path"):
+                raise DeployError(f"{t.host}: no previous version to roll back to")
+            sha = model_sha(t, links["previous_path"])
+            if not sha:
+                raise DeployError(f"{t.host}: {previous} has no readable manifest.json")
+            t.write_file(PENDING, current + "\n")
+            try:
+                t.set_link("current", previous)
+                ok, why = reload(t, w, sha, timeout)
+            except BaseException as exc:
+                ok, why = False, f"{type(exc).__name__}: {exc}"
+            if not ok:
+                _switch_back(t, w, current, model_sha(t, links.get("current_path", "")),
+                             timeout)
+                raise DeployError(f"{t.host}: rollback to {previous} not confirmed: {why}; "
+                                  f"{current} keeps serving")
+            t.set_link("previous", current)
+            t.remove_file(PENDING)
     finally:
-        watch.close()
-    if not ok:
-        raise DeployError(f"{t.host}: rollback to {previous} not confirmed: {why}")
+        w.close()
     log.info("%s: rolled back to %s", t.host, previous)
 
 
@@ -233,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--root", default="/var/lib/coral-classifier")
         p.add_argument("--ssh_opts", "--ssh-opts", dest="ssh_opts", default="")
         p.add_argument("--reload_cmd", "--reload-cmd", dest="reload_cmd",
-                       default="sudo systemctl reload coral-classifier")
+                       default="sudo -n systemctl reload coral-classifier",
+                       help="run on the device to reload (install-device's sudoers rule "
+                            "allows exactly this); 'mqtt' sends cmd/reload instead")
         p.add_argument("--device_id", "--device-id", dest="device_id", default="",
                        help="the device's mqtt.device_id (default: its host name)")
         p.add_argument("--broker", default="", help="host:port (default: <host>:1883)")
@@ -251,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             for t in targets:
                 rollback(t, a.timeout)
             return 0
+        if a.keep < 2:
+            raise UsageError("--keep must be at least 2 (current and previous)")
         bundle = verify_locally(Path(a.model), a.allow_cpu)
         for i, t in enumerate(targets):
             deploy_one(t, bundle, a.timeout, a.keep)

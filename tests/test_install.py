@@ -49,3 +49,47 @@ def test_install_is_complete_and_idempotent_then_uninstall(tmp_path):
     assert config.exists(), "config and models are kept unless PURGE=1"
     r4 = run("uninstall", dest, PURGE="1")
     assert r4.returncode == 0 and not config.exists()
+
+
+def test_6_uninstall_removes_only_its_own_paths(tmp_path):
+    """#6: an exported PREFIX=/usr/local once made uninstall `rm -rf` the whole prefix."""
+    dest = tmp_path / "root"
+    tool = dest / "usr/local/bin/other-tool"
+    tool.parent.mkdir(parents=True)
+    tool.write_text("#!/bin/sh\n")
+    r = run("uninstall", dest, PREFIX="/usr/local")
+    assert r.returncode != 0 and "system folder" in r.stderr, r.stdout + r.stderr
+    assert tool.exists()
+    r = run("install", dest, PREFIX="/usr/local")
+    assert r.returncode != 0 and "system folder" in r.stderr
+    # a folder of its own that install-device did not make: refused, untouched
+    other = dest / "opt/someone-else/data.txt"
+    other.parent.mkdir(parents=True)
+    other.write_text("keep me")
+    r = run("uninstall", dest, PREFIX="/opt/someone-else")
+    assert r.returncode != 0 and "not made by install-device" in r.stderr
+    assert other.read_text() == "keep me"
+    for prefix in ("relative/path", "/opt/../usr"):
+        assert run("uninstall", dest, PREFIX=prefix).returncode != 0
+
+
+def test_sudoers_rule_allows_only_the_reload(tmp_path):
+    """The deploy group's sudo rule validates (visudo) and names nothing but the reload."""
+    import shutil
+
+    dest = tmp_path / "root"
+    r = run("install", dest)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rule = dest / "etc/sudoers.d/coral-classifier-deploy"
+    assert oct(rule.stat().st_mode & 0o777) == "0o440"
+    text = rule.read_text()
+    commands = [ln for ln in text.splitlines() if "/systemctl" in ln]
+    assert commands and all("systemctl reload coral-classifier" in ln for ln in commands)
+    assert "%coral-classifier-deploy ALL=(root) NOPASSWD: CORAL_RELOAD" in text
+    if shutil.which("visudo"):
+        check = subprocess.run(["visudo", "-cf", str(rule)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+    assert (dest / "opt/coral-classifier/.installed-by-coral-classifier").exists()
+    r = run("uninstall", dest)
+    assert r.returncode == 0, r.stderr
+    assert not rule.exists() and not (dest / "opt/coral-classifier").exists()
