@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -185,3 +187,33 @@ def test_bad_metrics_address_is_refused_by_check_config(tmp_path):
                        metrics={"port": 9100, "address": "not-an-address"})
     r = run_cli("check-config", str(cfg))
     assert r.returncode == 2 and "metrics.address" in r.stderr, r.stderr
+
+
+def test_a_failing_on_connect_step_does_not_kill_mqtt(broker):
+    """publish_counts raising on a corrupt outbox page inside on_connect once killed paho's
+    network thread for good; now the step is reported and MQTT carries on."""
+    from device.config import MqttConfig
+    from device.mqtt.publisher import MqttPublisher
+
+    pub = MqttPublisher(MqttConfig(host="127.0.0.1", port=broker.port, device_id="hook"),
+                        "hook")
+    later = threading.Event()
+
+    def corrupt_page() -> None:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    pub.on_connected += [corrupt_page, later.set]
+    pub.on_puback = lambda mid: (_ for _ in ()).throw(OSError("disk full at PUBACK"))
+    rec = Recorder(broker.port, "coral-classifier/hook/#")
+    pub.start()
+    try:
+        assert pub.wait_connected(10)
+        assert later.wait(10), "the other on-connect steps still run"
+        assert pub.callback_errors >= 1 and "malformed" in pub.last_error
+        ok, _ = pub.publish_qos1("coral-classifier/hook/x", b"1")  # its PUBACK raises too
+        pub.publish("coral-classifier/hook/y", b"2", qos=1)
+        rec.wait_for(lambda r: r.on("/y"), 10, "a publish after the failures")
+        assert ok and pub.network_alive
+    finally:
+        pub.close()
+        rec.close()
