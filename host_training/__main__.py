@@ -24,9 +24,19 @@ def cmd_train(a: argparse.Namespace) -> int:
         "perspective": a.perspective, "white_balance": a.white_balance, "glare": a.glare,
         "blur": a.blur, "noise": a.noise, "jpeg": a.jpeg, "paste": a.paste}.items()
         if v is not None}
+    from host_training.dataset import data_sources
+
+    sources = data_sources(a.data)  # a bad folder fails here, before anything is built
+    union = None
+    if len(a.data) > 1:
+        import tempfile
+
+        from host_training.dataset import union_folder
+
+        union = union_folder(a.data, Path(tempfile.mkdtemp(prefix="coral-train-data-")))
     s = make_settings(
         augment=augment or None,
-        data=a.data, out=a.out, val_data=a.val_data, val_split=a.val_split,
+        data=union or a.data[0], out=a.out, val_data=a.val_data, val_split=a.val_split,
         input_size=a.input_size, alpha=a.alpha, weights=a.weights, epochs=a.epochs,
         fine_tune_epochs=a.fine_tune_epochs,
         fine_tune_from=(int(a.fine_tune_from) if a.fine_tune_from and
@@ -39,7 +49,14 @@ def cmd_train(a: argparse.Namespace) -> int:
         max_false_accept=a.max_false_accept, ood=a.ood, ood_keep=a.ood_keep,
         epoch_samples=a.epoch_samples, negative_eval=a.negative_eval,
         loso=False if a.no_loso else None)
-    manifest = run_training(s)
+    try:
+        manifest = run_training(s)
+    finally:
+        if union is not None:
+            import shutil
+
+            shutil.rmtree(union, ignore_errors=True)
+    _report_sources(sources, s.out)
     m = manifest["metrics"]
     print(summary_table(m["float"], m["int8"]))
     print(f"\nfloat {m['float']['accuracy']:.4f} | int8 {m['int8']['accuracy']:.4f} | "
@@ -160,13 +177,31 @@ def cmd_demo_data(a: argparse.Namespace) -> int:
     return 0
 
 
+def _report_sources(sources: dict[str, dict[str, int]], out: Path) -> None:
+    """Which device gave how many training images: printed, and in the bundle's report."""
+    lines = ["", "## Training images by source", "",
+             "Images per --data folder and device (frames saved on a device are named "
+             "`<device>__…`), before the validation split.", "",
+             "| data folder | device | images |", "|---|---|---|"]
+    for folder, counts in sources.items():
+        lines += [f"| {folder} | {dev} | {n} |" for dev, n in counts.items()]
+        for dev, n in counts.items():
+            print(f"training images: {n:6d} from {dev} ({folder})")
+    (out / "data_sources.json").write_text(json.dumps(sources, indent=2) + "\n")
+    report = out / "report.md"
+    if report.exists():
+        report.write_text(report.read_text() + "\n".join(lines) + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coral-train", description=(
         "Train an Edge TPU image classifier from a folder of images (one subfolder per "
         "class) and write a model bundle the device daemon loads."))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser("train", help="image folder -> MobileNetV2 -> int8 TFLite bundle")
-    t.add_argument("--data", required=True, type=Path, help="folder with one subfolder per class")
+    t.add_argument("--data", required=True, type=Path, action="append",
+                   help="folder with one subfolder per class; repeat it to train on several "
+                   "(e.g. data/ from `make collect` and the original set)")
     t.add_argument("--val_data", "--val-data", dest="val_data", type=Path,
                    help="validation folder (default: a stratified split of --data)")
     t.add_argument("--val_split", "--val-split", dest="val_split", type=float,

@@ -131,3 +131,56 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
     """'balanced' weights: n / (k * count_c), so each class counts the same in the loss."""
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     return {i: float(len(labels) / (n_classes * c)) for i, c in enumerate(counts) if c}
+
+
+# -- several --data folders (e.g. `make collect` from a few devices plus the original set) --
+def image_device(name: str) -> str:
+    """The device a frame came from: frames saved on a device are named `<device>__…`."""
+    head, sep, _ = name.partition("__")
+    return head if sep and head else ""
+
+
+def _class_files(folder: Path) -> dict[str, list[Path]]:
+    """scan() without its whole-dataset checks: one of several folders may hold a single
+    class (a device's captures); the union is checked when it is loaded."""
+    if not Path(folder).is_dir():
+        raise DatasetError(f"dataset {folder} is not a folder: give a folder with one "
+                           "subfolder of images per class")
+    return {d.name: sorted(f for f in d.rglob("*")
+                           if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            for d in sorted(Path(folder).iterdir())
+            if d.is_dir() and not d.name.startswith(".")}
+
+
+def data_sources(folders: list[Path]) -> dict[str, dict[str, int]]:
+    """Per --data folder, how many images each device gave ('(not from a device)' for
+    the rest), counted before the validation split."""
+    out: dict[str, dict[str, int]] = {}
+    for folder in folders:
+        counts: dict[str, int] = {}
+        for files in _class_files(folder).values():
+            for f in files:
+                key = image_device(f.name) or "(not from a device)"
+                counts[key] = counts.get(key, 0) + 1
+        out[str(folder)] = dict(sorted(counts.items()))
+    return out
+
+
+def union_folder(folders: list[Path], into: Path) -> Path:
+    """One class-folder dataset over several: `into/<class>/<n>/` links to folder n's
+    images (nothing copied; the loader reads class folders recursively). The folders'
+    attribution files are gathered into one ATTRIBUTION.txt."""
+    notes = []
+    for n, folder in enumerate(folders):
+        for label, files in _class_files(folder).items():
+            sub = into / label / str(n)
+            sub.mkdir(parents=True, exist_ok=True)
+            for f in files:
+                (sub / f.name).symlink_to(f.resolve())
+        for d in (folder, folder.parent):
+            for name in ("README.dataset.txt", "LICENSE", "LICENSE.txt", "ATTRIBUTION.txt"):
+                if (d / name).is_file():
+                    notes.append(f"== {d / name} ==\n{(d / name).read_text(errors='replace')}")
+    if notes:
+        (into / "ATTRIBUTION.txt").write_text("\n".join(dict.fromkeys(notes)))
+    return into
