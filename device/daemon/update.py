@@ -231,8 +231,10 @@ class Updater:
                 raise UpdateError(f"corrupt download: sha256 {got[:12]}… is not the expected "
                                   f"{sha[:12]}…; nothing was changed")
             self._progress(req, "verifying")
-            staged = self._stage(req, part, name)
-            part.unlink(missing_ok=True)
+            try:
+                staged = self._stage(req, part, name)
+            finally:  # complete and checked: only an interrupted download is resumed
+                part.unlink(missing_ok=True)
             self._switch(req, staged)
         finally:
             os.close(fd)  # releases the flock

@@ -1,0 +1,253 @@
+"""Pull updates end to end (issue 14): a real daemon, a real mosquitto, cmd/update fetching
+from a local HTTP server (host_training.serve), and the device's own switch, self-test in
+the inference worker, confirmation and rollback."""
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from host_training.serve import BundleServer, pack, public_key_b64, sign
+
+from .conftest import Recorder, write_config
+from .test_deploy import DEMO, variant
+
+
+@pytest.fixture
+def server():
+    s = BundleServer("127.0.0.1", 0)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    d = tmp_path_factory.mktemp("keys")
+    out = {}
+    for name in ("good", "other"):
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption())
+        (d / f"{name}.pem").write_bytes(pem)
+        out[name] = d / f"{name}.pem"
+    return out
+
+
+def start_device(tmp_path, broker, daemon_factory, device_id, **update):
+    root = tmp_path / "device"
+    (root / "models").mkdir(parents=True)
+    shutil.copytree(DEMO, root / "models" / "v0")
+    (root / "models" / "current").symlink_to("v0")
+    from device.tools.synthetic import write_sequence
+
+    write_sequence(tmp_path / "replay", ["note_5", "note_10"], gap=2, frames_per_object=3)
+    cfg = write_config(
+        tmp_path / "dev.toml",
+        camera={"type": "replay", "source": str(tmp_path / "replay"), "fps": 20, "loop": True},
+        model={"path": str(root / "models" / "current"), "backend": "cpu"},
+        mqtt={"host": "127.0.0.1", "port": broker.port, "device_id": device_id,
+              "status_interval": 0.5},
+        update={"allowed_schemes": ["http", "file"], **update})
+    rec = Recorder(broker.port, f"coral-classifier/{device_id}/#")
+    d = daemon_factory(cfg)
+    rec.wait_for(lambda r: len(r.on("/result")) >= 3, 60, "results from v0")
+    return {"root": root, "models": root / "models", "rec": rec, "daemon": d,
+            "port": broker.port, "id": device_id}
+
+
+@pytest.fixture
+def device(tmp_path, broker, daemon_factory):
+    dev = start_device(tmp_path, broker, daemon_factory, "upd-1")
+    yield dev
+    dev["rec"].close()
+
+
+def publish(dev, payload: dict) -> None:
+    import paho.mqtt.client as mqtt
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.connect("127.0.0.1", dev["port"])
+    c.loop_start()
+    c.publish(f"coral-classifier/{dev['id']}/cmd/update", json.dumps(payload), qos=1) \
+        .wait_for_publish(5)
+    c.loop_stop()
+    c.disconnect()
+
+
+def final_reply(dev, rid: str, timeout: float = 90) -> dict:
+    rec = dev["rec"]
+
+    def done(r):
+        return [x for x in r.json_on("/cmd/update/reply") if x.get("id") == rid and
+                (x.get("state") in ("done", "failed", "rolled_back") or not x.get("ok"))]
+
+    rec.wait_for(done, timeout, f"the final reply to {rid}")
+    return done(rec)[-1]
+
+
+def served(dev) -> str:
+    return dev["rec"].json_on("/status")[-1]["model"]["sha256"]
+
+
+def links(dev) -> dict[str, str]:
+    m = dev["models"]
+    return {n: os.readlink(m / n) if (m / n).is_symlink() else "" for n in ("current",
+                                                                          "previous")}
+
+
+def still_classifying(dev) -> None:
+    n = len(dev["rec"].on("/result"))
+    dev["rec"].wait_for(lambda r: len(r.on("/result")) > n + 3, 10, "results keep flowing")
+    assert dev["daemon"].proc.poll() is None
+
+
+def leftovers(dev) -> list[str]:
+    return [p.name for p in dev["models"].iterdir()
+            if p.name.endswith((".partial", ".part")) or p.name == ".deploy-pending"]
+
+
+def bundle_archive(tmp_path, name, version, tag) -> tuple[Path, Path, str]:
+    b = variant(DEMO, tmp_path / name, version, tag)
+    archive = tmp_path / f"{name}.tar.gz"
+    return b, archive, pack(b, archive)
+
+
+def test_pull_update_over_http_resumes_confirms_and_reports(tmp_path, device, server):
+    from device.bundle import load_bundle
+
+    b, archive, sha = bundle_archive(tmp_path, "new", "7.0.0", b"7")
+    # the first download is cut off half way: the device resumes with a Range request
+    real = server.handler.do_GET
+    calls = []
+
+    def flaky(handler):
+        calls.append(1)
+        if len(calls) == 1:
+            size = archive.stat().st_size
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(size))
+            handler.end_headers()
+            handler.wfile.write(archive.read_bytes()[: size // 2])
+            handler.wfile.flush()
+            handler.close_connection = True
+            return
+        real(handler)
+
+    server.handler.do_GET = flaky
+    url = f"http://127.0.0.1:{server.port}{server.add(archive)}"
+    t0 = time.monotonic()
+    publish(device, {"url": url, "sha256": sha, "version": "7.0.0", "id": "u1"})
+    r = final_reply(device, "u1")
+    assert r["ok"] and r["state"] == "done", r
+    new_sha = load_bundle(b).sha256
+    assert r["model"]["sha256"] == new_sha
+    assert any(rng.startswith("bytes=") and rng != "bytes=0-" for _, rng in server.requests), \
+        server.requests
+    states = [x["state"] for x in device["rec"].json_on("/cmd/update/reply") if x.get("id") == "u1"]
+    assert states[0] == "waiting_for_lock" and "downloading" in states
+    assert states.index("self_testing") < states.index("done")
+    device["rec"].wait_for(lambda rr: served(device) == new_sha, 10, "status shows the model")
+    status = device["rec"].json_on("/status")[-1]
+    assert status["update"]["state"] == "done" and status["update"]["version"] == "7.0.0"
+    assert links(device) == {"current": f"7.0.0-{sha[:12]}", "previous": "v0"}
+    assert leftovers(device) == []
+    still_classifying(device)
+    assert time.monotonic() - t0 < 60
+
+
+def test_corrupt_download_changes_nothing(tmp_path, device, server):
+    _, archive, sha = bundle_archive(tmp_path, "c", "7.1.0", b"c")
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))  # served bytes no longer match the sha256 sent
+    before = served(device)
+    url = f"http://127.0.0.1:{server.port}{server.add(archive)}"
+    publish(device, {"url": url, "sha256": sha, "version": "7.1.0", "id": "c1"})
+    r = final_reply(device, "c1")
+    assert not r["ok"] and r["state"] == "failed" and "corrupt download" in r["error"], r
+    assert links(device) == {"current": "v0", "previous": ""}
+    assert served(device) == before and leftovers(device) == []
+    still_classifying(device)
+
+
+def test_failing_self_test_rolls_back(tmp_path, device, server):
+    """The bundle is intact and well signed-off by its sha256s, but its golden samples
+    disagree on the device: the worker's self-test refuses it, current switches back."""
+    from device.bundle import write_manifest
+
+    b = variant(DEMO, tmp_path / "st", "7.2.0", b"s")
+    m = json.loads((b / "manifest.json").read_text())
+    labels = [g["label"] for g in m["golden"]]
+    for g, wrong in zip(m["golden"], labels[1:] + labels[:1], strict=True):
+        g["label"] = wrong
+    m.pop("files")
+    write_manifest(b, m)
+    archive = tmp_path / "st.tar.gz"
+    sha = pack(b, archive)
+    before = served(device)
+    url = f"http://127.0.0.1:{server.port}{server.add(archive)}"
+    publish(device, {"url": url, "sha256": sha, "version": "7.2.0", "id": "s1"})
+    r = final_reply(device, "s1")
+    assert not r["ok"] and r["state"] == "rolled_back", r
+    assert "self-test failed" in r["error"]
+    assert links(device) == {"current": "v0", "previous": ""}
+    assert served(device) == before and leftovers(device) == []
+    status = device["rec"].json_on("/status")[-1]
+    assert status["update"]["state"] == "rolled_back"
+    still_classifying(device)
+
+
+def test_signatures(tmp_path, broker, daemon_factory, server, keys):
+    dev = start_device(tmp_path, broker, daemon_factory, "upd-sig",
+                       public_key=public_key_b64(keys["good"]))
+    try:
+        b, archive, sha = bundle_archive(tmp_path, "sg", "7.3.0", b"g")
+        url = f"http://127.0.0.1:{server.port}{server.add(archive)}"
+        manifest = (b / "manifest.json").read_bytes()
+        # unsigned: refused at once (this device requires a signature)
+        publish(dev, {"url": url, "sha256": sha, "version": "7.3.0", "id": "n1"})
+        dev["rec"].wait_for(lambda r: any("requires a signature" in x.get("error", "")
+                                          for x in r.json_on("/cmd/update/reply")), 20)
+        # signed by another key: refused after download, nothing changed
+        publish(dev, {"url": url, "sha256": sha, "version": "7.3.0", "id": "b1",
+                      "signature": sign(keys["other"], manifest)})
+        r = final_reply(dev, "b1")
+        assert not r["ok"] and "bad signature" in r["error"], r
+        assert links(dev)["current"] == "v0" and leftovers(dev) == []
+        # the right key: served
+        publish(dev, {"url": url, "sha256": sha, "version": "7.3.0", "id": "g1",
+                      "signature": sign(keys["good"], manifest)})
+        r = final_reply(dev, "g1")
+        assert r["ok"] and r["state"] == "done", r
+        assert links(dev)["current"] == f"7.3.0-{sha[:12]}"
+    finally:
+        dev["rec"].close()
+
+
+def test_refusals_before_any_download(tmp_path, device, server):
+    """Bad requests are answered at once and never touch the store."""
+    _, archive, sha = bundle_archive(tmp_path, "rf", "7.4.0", b"r")
+    url = f"http://127.0.0.1:{server.port}{server.add(archive)}"
+    bad = [({"url": "ftp://x/y", "sha256": sha, "version": "1"}, "https:// URL"),
+           ({"url": url, "sha256": "abc", "version": "1"}, "sha256 must be"),
+           ({"url": url, "sha256": sha, "version": "-rf"}, "version must be"),
+           ({"url": url, "sha256": sha, "version": "7.4.0", "signature": "AAAA"},
+            "update.public_key is not set")]
+    for payload, why in bad:
+        publish(device, payload)
+        device["rec"].wait_for(lambda r, w=why: any(w in x.get("error", "") for x in
+                                                     r.json_on("/cmd/update/reply")), 10, why)
+    # the version in the request must be the bundle's own
+    publish(device, {"url": url, "sha256": sha, "version": "9.9.9", "id": "v1"})
+    r = final_reply(device, "v1")
+    assert not r["ok"] and "the bundle says version '7.4.0'" in r["error"], r
+    # a path on the device works too (file), and the size limit holds
+    publish(device, {"url": str(archive), "sha256": sha, "version": "7.4.0", "id": "f1"})
+    assert final_reply(device, "f1")["state"] == "done"
+    assert links(device)["current"] == f"7.4.0-{sha[:12]}" and leftovers(device) == []
