@@ -147,6 +147,15 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from device.config import load_config
+    from device.tools.fleet import run
+
+    cfg = load_config(args.config).mqtt if args.config else None
+    print(run(args.broker, cfg, args.prefix, args.json, args.settle))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="coral-classifier",
@@ -188,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "this config")
     d.add_argument("--json", action="store_true", help="one JSON object")
     d.set_defaults(func=cmd_doctor)
+    f = sub.add_parser("fleet", help="every device on the broker: online/offline, model, "
+                                     "backend, fps, last event, errors (from retained topics)")
+    f.add_argument("--broker", default="", help="host:port (default: the config's broker, "
+                                                "else localhost:1883)")
+    f.add_argument("--config", default=None, help="take the broker, credentials, TLS and "
+                                                  "topic prefix from this config")
+    f.add_argument("--prefix", default="", help="topic prefix (default: coral-classifier)")
+    f.add_argument("--settle", type=float, default=1.0,
+                   help="seconds without a new retained message before printing")
+    f.add_argument("--json", action="store_true", help="a JSON list instead of a table")
+    f.set_defaults(func=cmd_fleet)
     return p
 
 

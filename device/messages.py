@@ -124,6 +124,8 @@ class StatusPayload(_Payload):
     trigger: str = Field("always", description="trigger.mode")
     reload_nonce: str = Field("", description="the nonce of the last successful reload "
                               "request, echoed for deploy confirmation")
+    last_event_ts: float = Field(0.0, ge=0, description="when the last event was decided "
+                                 "(0 = none since start)")
     update: UpdateStatus | None = Field(None, description="the last pull update (cmd/update)"
                                         ": progress, then done, failed or rolled_back")
     outbox: OutboxStatus

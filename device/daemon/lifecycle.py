@@ -143,7 +143,8 @@ class Daemon:
                                    self.topics["snapshot"])
 
     def status(self):
-        return status_mod.snapshot_status(self)
+        s = status_mod.snapshot_status(self)
+        return s.model_copy(update={"last_event_ts": round(self.stats.last_event_ts, 3)})
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> int:

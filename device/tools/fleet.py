@@ -1,0 +1,156 @@
+"""`coral-classifier fleet` / `make fleet`: every device the broker knows, from the retained
+availability and status topics: id, online/offline, model, backend, fps, last event, errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from device.config import MqttConfig
+from device.errors import CoralError
+
+
+class FleetError(CoralError):
+    exit_code = 5
+
+
+@dataclass
+class Device:
+    id: str
+    availability: str = "unknown"
+    state: str = ""
+    model: str = ""
+    version: str = ""
+    sha256: str = ""
+    backend: str = ""
+    fps: float = 0.0
+    last_event: float = 0.0
+    errors: int = 0
+    last_error: str = ""
+    update: str = ""
+    status_ts: float = 0.0
+    error_counts: dict[str, int] = field(default_factory=dict)
+
+
+def collect(cfg: MqttConfig, prefix: str = "coral-classifier", settle: float = 1.0,
+            wait: float = 10.0) -> list[Device]:
+    """Subscribe to <prefix>/+/availability and /status; return once retained messages stop
+    arriving for `settle` seconds (at most `wait`)."""
+    from device.mqtt.client import guarded, make_client
+
+    devices: dict[str, Device] = {}
+    last = [time.monotonic()]
+    lock = threading.Lock()
+    subscribed = threading.Event()
+    failed: list[str] = []
+
+    def on_connect(client, userdata, flags, rc, props) -> None:
+        if rc.is_failure:
+            failed.append(str(rc))
+            subscribed.set()
+            return
+        client.subscribe([(f"{prefix}/+/availability", 1), (f"{prefix}/+/status", 1)])
+
+    def on_message(client, userdata, msg) -> None:
+        parts = msg.topic.split("/")
+        device_id, kind = parts[-2], parts[-1]
+        with lock:
+            d = devices.setdefault(device_id, Device(device_id))
+            last[0] = time.monotonic()
+            if kind == "availability":
+                d.availability = msg.payload.decode(errors="replace")[:20]
+            elif kind == "status":
+                try:
+                    _apply(d, json.loads(msg.payload))
+                except (ValueError, TypeError, AttributeError):
+                    d.last_error = "status is not valid JSON"
+
+    client = make_client(cfg, f"coral-fleet-{time.monotonic_ns() % 10**9}")
+    client.on_connect = guarded(on_connect)
+    client.on_subscribe = guarded(lambda *a: (last.__setitem__(0, time.monotonic()),
+                                              subscribed.set()))
+    client.on_message = guarded(on_message)
+    try:
+        client.connect(cfg.host, cfg.port)
+    except OSError as exc:
+        raise FleetError(f"cannot reach the broker {cfg.host}:{cfg.port}: {exc}") from None
+    client.loop_start()
+    try:
+        if not subscribed.wait(wait) or failed:
+            raise FleetError(f"the broker {cfg.host}:{cfg.port} refused us "
+                             f"({failed[0] if failed else 'no answer'}): check mqtt "
+                             "credentials (--config) and its ACL")
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and time.monotonic() - last[0] < settle:
+            time.sleep(0.05)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    with lock:
+        return sorted(devices.values(), key=lambda d: d.id)
+
+
+def _apply(d: Device, s: dict[str, Any]) -> None:
+    model = s.get("model") or {}
+    d.state = str(s.get("state", ""))
+    d.model, d.version = str(model.get("name", "")), str(model.get("version", ""))
+    d.sha256 = str(model.get("sha256", ""))
+    d.backend = str(s.get("backend", ""))
+    d.fps = float(s.get("fps", 0.0))
+    d.last_event = float(s.get("last_event_ts", 0.0) or 0.0)
+    d.error_counts = {str(k): int(v) for k, v in (s.get("errors") or {}).items()}
+    d.errors = sum(d.error_counts.values())
+    d.last_error = str(s.get("last_error", ""))
+    d.status_ts = float(s.get("ts", 0.0))
+    upd = s.get("update") or {}
+    d.update = f"{upd.get('state', '')} {upd.get('version', '')}".strip() if upd else ""
+
+
+def _when(ts: float, now: float) -> str:
+    if not ts:
+        return "-"
+    ago = max(0.0, now - ts)
+    if ago < 120:
+        return f"{ago:.0f}s ago"
+    if ago < 7200:
+        return f"{ago / 60:.0f}m ago"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def table(devices: list[Device], now: float | None = None) -> str:
+    """A plain-text table, one device per line."""
+    now = time.time() if now is None else now
+    head = ("DEVICE", "AVAIL", "STATE", "MODEL", "VERSION", "SHA256", "BACKEND", "FPS",
+            "LAST EVENT", "ERRORS", "LAST ERROR")
+    rows = [(d.id, d.availability, d.state or "-", d.model or "-", d.version or "-",
+             d.sha256[:12] or "-", d.backend or "-", f"{d.fps:.1f}",
+             _when(d.last_event, now), str(d.errors),
+             (d.last_error[:60] + ("…" if len(d.last_error) > 60 else "")) or "-")
+            for d in devices]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in [head, *rows]]
+    online = sum(d.availability == "online" for d in devices)
+    lines.append(f"{len(devices)} device(s), {online} online")
+    return "\n".join(lines)
+
+
+def run(broker: str, cfg: MqttConfig | None = None, prefix: str = "", as_json: bool = False,
+        settle: float = 1.0) -> str:
+    """What `coral-classifier fleet` prints. broker (host:port) overrides the config's."""
+    base = cfg or MqttConfig()
+    if broker:
+        host, _, port = broker.rpartition(":")
+        if not host or not port.isdigit():
+            raise FleetError(f"--broker {broker!r} must be host:port")
+        base = base.model_copy(update={"host": host, "port": int(port)})
+    devices = collect(base, prefix or base.topic_prefix, settle)
+    if as_json:
+        return json.dumps([asdict(d) for d in devices], indent=2)
+    return table(devices) if devices else (
+        f"no devices on {base.host}:{base.port} under {prefix or base.topic_prefix}/: is "
+        "the topic prefix right, and do the devices use this broker?")
