@@ -57,8 +57,8 @@ mosquitto: ## install the mosquitto broker (apt) when it is missing
 	  echo "installing mosquitto (apt)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
 
-demo: venv mosquitto ## run the daemon on the demo model + replayed frames, printing what arrives on MQTT (Ctrl-C stops)
-	$(PY) -m device.tools.demo $(DEMO_ARGS)
+demo: venv mosquitto ## the flagship on six real banknote photos (demo/banknotes-vnd) with the web page on: prints its address and what arrives on MQTT (Ctrl-C stops)
+	$(PY) -m device.tools.demo --model compiled_models/banknotes-vnd --photos demo/banknotes-vnd $(DEMO_ARGS)
 
 demo-model: train-deps ## retrain the committed demo bundle compiled_models/demo-notes on synthetic data
 	rm -rf .demo/data && $(PY) -m host_training demo-data .demo/data --per-class 80

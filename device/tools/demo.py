@@ -1,8 +1,10 @@
 """`make demo`: the whole product on one machine with built-in defaults.
 
-Starts a private mosquitto on a free loopback port, renders a replay sequence of
-synthetic notes passing a slot, runs the real daemon (replay camera, CPU backend, the
-committed demo bundle) and prints what a machine controller would receive. Ctrl-C (or
+Starts a private mosquitto on a free loopback port, makes a replay sequence of notes
+passing a slot (real photos with --photos: `make demo` replays the six banknote photos in
+demo/banknotes-vnd through the flagship bundle; else synthetic notes for the small demo
+bundle), runs the real daemon (replay camera, CPU backend) with its web page on, and
+prints the page's address and what a machine controller would receive. Ctrl-C (or
 --seconds) stops everything cleanly.
 """
 
@@ -62,6 +64,30 @@ def make_replay(folder: Path) -> None:
     write_sequence(folder, passes=[*NOTES, *NOTES], gap=5, frames_per_object=6)
 
 
+def photo_replay(folder: Path, photos: Path, frames_per_photo: int = 6, gap: int = 4) -> None:
+    """Each photo held for a few frames, an empty slot (plain grey) between them."""
+    import cv2
+    import numpy as np
+
+    from device.images import IMAGE_SUFFIXES
+
+    files = sorted(p for p in photos.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SystemExit(f"no photos in {photos}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    empty = np.full((480, 640, 3), 90, np.uint8)
+    n = 0
+    for photo in files:
+        for _ in range(gap):
+            cv2.imwrite(str(folder / f"{n:04d}_empty.png"), empty)
+            n += 1
+        for _ in range(frames_per_photo):
+            (folder / f"{n:04d}_{photo.name}").write_bytes(photo.read_bytes())
+            n += 1
+
+
 def print_messages(port: int, prefix: str):
     from device.config import MqttConfig
     from device.mqtt.client import guarded, make_client
@@ -106,14 +132,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=["event", "stream"], default="event",
                     help="event: one event per note passing (default); stream: every frame")
     ap.add_argument("--workdir", default=str(ROOT / ".demo"))
+    ap.add_argument("--photos", default="", help="replay these photos (one object each) "
+                    "instead of synthetic notes, e.g. demo/banknotes-vnd")
+    ap.add_argument("--web_port", "--web-port", dest="web_port", type=int, default=-1,
+                    help="the web page's port (default: a free one; 0 = no web page)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     source = Path(args.source) if args.source else work / "replay"
-    if not args.source:
+    if args.photos:
+        source = work / "replay-photos"
+        photo_replay(source, Path(args.photos))
+    elif not args.source:
         make_replay(source)
+    web_port = free_port() if args.web_port < 0 else args.web_port
+    web = (f'[web]\nenabled = true\nport = {web_port}\n'
+           '[capture]\nkeep_doubtful = true\n') if web_port else ""
     broker, port = start_broker(work)
     config = work / "demo.toml"
     config.write_text(
@@ -121,9 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         f'[model]\npath = "{args.model}"\nbackend = "cpu"\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ndevice_id = "demo"\n'
         "status_interval = 5.0\n"
-        f'[decision]\nmode = "{args.mode}"\nbackground_labels = ["empty"]\n'
-        f'[state]\ndir = "{work / "state"}"\n')
+        f'[decision]\nmode = "{args.mode}"\n'
+        # the synthetic bundle has an "empty" class; real photos: the bundle's own rule
+        + ('' if args.photos else 'background_labels = ["empty"]\n')
+        + f'[state]\ndir = "{work / "state"}"\n' + web)
     print(f"broker on 127.0.0.1:{port}; config {config}; Ctrl-C stops", flush=True)
+    if web_port:
+        print(f"web page on http://127.0.0.1:{web_port}/ (live view, events, status; "
+              f"/upload classifies a photo, /label labels kept frames)", flush=True)
     sub = print_messages(port, "coral-classifier/demo/")
     daemon = subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(config)],
                               cwd=ROOT)
@@ -149,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         sub.disconnect()
         broker.terminate()
         broker.wait(5)
-    print(f"demo finished (daemon exit code {rc})", flush=True)
+    print(f"demo finished (daemon exit code {rc})"
+          + (f"; frames kept for labelling are in {work / 'state'}" if web_port else ""),
+          flush=True)
     return rc
 
 
