@@ -1,0 +1,184 @@
+"""`make rollout`: a pull update for a fleet over MQTT, canary first.
+
+The bundle is verified here (as `make deploy` does), packed into one archive, optionally
+signed (Ed25519 over its manifest.json) and served over HTTP from this machine (or
+published at a URL you give). Each device gets `cmd/update {url, sha256, version,
+signature, id}` and fetches, verifies, switches, self-tests and confirms on its own (devices
+behind NAT need only reach the broker and the URL). The canary goes first; the rollout
+waits for its confirmation and then for its health — running, frames flowing, no error
+counter rising for --health seconds — before the rest, one at a time, and stops at the
+first failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from device.errors import CoralError
+from host_training.remote import DeployError, UsageError, check_version
+from host_training.watch import DeviceWatch
+
+log = logging.getLogger("host_training.rollout")
+
+
+def advertised_host(broker_host: str) -> str:
+    """The address devices reach this machine at: the one that routes to the broker."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((broker_host, 9))  # no packet is sent for a UDP connect
+            return s.getsockname()[0]
+    except OSError:
+        return socket.gethostname()
+
+
+def update_one(w: DeviceWatch, request: dict, timeout: float) -> dict:
+    """Send cmd/update and wait for its final reply (progress replies are logged)."""
+    seen = 0
+
+    def final(status, replies):
+        nonlocal seen
+        for name, r in replies[seen:]:
+            seen += 1
+            if name != "update" or r.get("id", request["id"]) != request["id"]:
+                continue  # another request's reply (a refusal at once carries no id)
+            if r.get("state") in ("done", "failed", "rolled_back") or not r.get("ok"):
+                return r
+            log.info("%s: %s%s", w.device_id, r.get("state"),
+                     f" {r.get('bytes', 0)}/{r.get('total', 0)} bytes"
+                     if r.get("state") == "downloading" else "")
+        return None
+
+    w.command("update", request)
+    got = w.wait(final, timeout)
+    if got is None:
+        raise DeployError(f"{w.device_id}: no result for the update within {timeout:.0f} s "
+                          "(is it online? `make fleet` shows it)")
+    return got
+
+
+def healthy(w: DeviceWatch, sha256: str, seconds: float) -> tuple[bool, str]:
+    """Serving sha256, running, frames rising and no error counter rising for `seconds`."""
+    start = dict(w.status)
+    if start.get("model", {}).get("sha256") != sha256:
+        return False, "the device does not report the new model in its status"
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        s = w.status
+        if s.get("state") not in ("running", "paused"):
+            return False, f"state is {s.get('state')!r}"
+        if s.get("model", {}).get("sha256") != sha256:
+            return False, "the device stopped serving the new model"
+        rose = {k: v - start.get("errors", {}).get(k, 0) for k, v in s.get("errors", {}).items()
+                if v > start.get("errors", {}).get(k, 0)}
+        if rose:
+            return False, f"errors rose: {rose} (last_error: {s.get('last_error', '')[:200]})"
+    if w.status.get("frames", 0) <= start.get("frames", 0):
+        return False, "no frames classified while watching"
+    return True, ""
+
+
+def rollout(model: Path, devices: list[str], broker: str, *, allow_cpu: bool = False,
+            url_base: str = "", serve_address: str = "0.0.0.0", port: int = 0,
+            sign_key: Path | None = None, health: float = 30.0, timeout: float = 300.0,
+            prefix: str = "coral-classifier") -> None:
+    from host_training.deploy import verify_locally
+    from host_training.serve import BundleServer, pack, sign
+    from host_training.watch import split_broker
+
+    bundle = verify_locally(model, allow_cpu)
+    check_version(bundle.version)
+    manifest = (bundle.root / "manifest.json").read_bytes()
+    signature = sign(sign_key, manifest) if sign_key else ""
+    with tempfile.TemporaryDirectory(prefix="coral-rollout-") as tmp:
+        archive = Path(tmp) / f"{bundle.version}.tar.gz"
+        sha = pack(bundle.root, archive)
+        server = None
+        if url_base:
+            url = f"{url_base.rstrip('/')}/{archive.name}"
+            log.info("devices fetch %s: upload %s there (sha256 %s)", url, archive, sha)
+        else:
+            server = BundleServer(serve_address, port)
+            host = (serve_address if serve_address not in ("0.0.0.0", "::")
+                    else advertised_host(split_broker(broker, "localhost")[0]))
+            url = f"http://{host}:{server.port}{server.add(archive)}"
+            log.info("serving %s (%d bytes, sha256 %s…) at %s", archive.name,
+                     archive.stat().st_size, sha[:12], url)
+        try:
+            for i, device in enumerate(devices):
+                role = "canary" if i == 0 and len(devices) > 1 else "device"
+                w = DeviceWatch(broker, device, prefix, commands=("update",))
+                try:
+                    request = {"url": url, "sha256": sha, "version": bundle.version,
+                               "id": f"rollout-{os.getpid()}-{i}"}
+                    if signature:
+                        request["signature"] = signature
+                    log.info("%s %s: updating to %s", role, device, bundle.version)
+                    r = update_one(w, request, timeout)
+                    if not r.get("ok") or r.get("state") != "done":
+                        raise DeployError(f"{role} {device}: update {r.get('state', 'refused')}"
+                                          f": {r.get('error', '?')}. Stopped; the devices after "
+                                          "it were not touched.")
+                    w.wait(lambda s, _: s.get("model", {}).get("sha256") == bundle.sha256, 10)
+                    ok, why = healthy(w, bundle.sha256, health)
+                    if not ok:
+                        raise DeployError(f"{role} {device}: serving {bundle.version} but not "
+                                          f"healthy for {health:.0f} s: {why}. Stopped; roll it "
+                                          "back with a rollout of the previous bundle or "
+                                          "`make rollback HOST=...`.")
+                    log.info("%s %s: serving %s and healthy for %.0f s", role, device,
+                             bundle.version, health)
+                finally:
+                    w.close()
+        finally:
+            if server is not None:
+                server.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="coral-rollout", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="bundle folder")
+    ap.add_argument("--device", action="append", required=True,
+                    help="a device id (mqtt.device_id); repeat; the first is the canary")
+    ap.add_argument("--broker", default="localhost:1883", help="host:port")
+    ap.add_argument("--url_base", "--url-base", dest="url_base", default="",
+                    help="publish the archive there yourself (https://...) instead of "
+                         "serving it from this machine")
+    ap.add_argument("--serve_address", "--serve-address", dest="serve_address",
+                    default="0.0.0.0", help="address the HTTP server listens on")
+    ap.add_argument("--port", type=int, default=0, help="HTTP port (0 = any free one)")
+    ap.add_argument("--sign_key", "--sign-key", dest="sign_key", type=Path, default=None,
+                    help="Ed25519 private key (PEM): devices with update.public_key require it")
+    ap.add_argument("--health", type=float, default=30.0,
+                    help="seconds each device must stay healthy before the next")
+    ap.add_argument("--timeout", type=float, default=300.0, help="per device update timeout")
+    ap.add_argument("--allow_cpu", "--allow-cpu", dest="allow_cpu", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if len(set(a.device)) != len(a.device):
+            raise UsageError("a device is listed twice")
+        rollout(Path(a.model), a.device, a.broker, allow_cpu=a.allow_cpu, url_base=a.url_base,
+                serve_address=a.serve_address, port=a.port, sign_key=a.sign_key,
+                health=a.health, timeout=a.timeout)
+    except CoralError as exc:
+        log.error("%s", exc)
+        if a.json:
+            print(json.dumps({"ok": False, "error": str(exc)}))
+        return exc.exit_code
+    if a.json:
+        print(json.dumps({"ok": True, "devices": a.device}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
