@@ -13,6 +13,20 @@ from device.errors import run_command
 log = logging.getLogger("host_training")
 
 
+def _roi(text: str) -> tuple[float, float, float, float]:
+    """--roi x,y,w,h: four fractions of the image."""
+    try:
+        x, y, w, h = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give x,y,width,height as fractions, e.g. "
+                                         "0.3,0.2,0.4,0.5") from None
+    if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 and 0 < h <= 1
+            and x + w <= 1 + 1e-9 and y + h <= 1 + 1e-9):
+        raise argparse.ArgumentTypeError(f"{text!r}: the region must lie inside the image "
+                                         "(fractions, x + width and y + height at most 1)")
+    return x, y, w, h
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from host_training.pipeline import run_training
     from host_training.report import summary_table
@@ -45,7 +59,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         feature_copies=a.feature_copies, max_int8_drop=a.max_int8_drop,
         representative_count=a.representative_count, golden_per_class=a.golden_per_class,
         learning_rate=a.learning_rate, fine_tune_learning_rate=a.fine_tune_learning_rate,
-        patience=a.patience, negatives=a.negatives, boxes=a.boxes,
+        patience=a.patience, negatives=a.negatives, boxes=a.boxes, roi=a.roi,
         max_false_accept=a.max_false_accept, ood=a.ood, ood_keep=a.ood_keep,
         epoch_samples=a.epoch_samples, negative_eval=a.negative_eval,
         loso=False if a.no_loso else None)
@@ -260,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--negatives", type=Path,
                    help="folder of images that are none of the classes (empty slot, hands, "
                         "other currencies, anything): trained as a 'background' class")
+    o.add_argument("--roi", type=_roi, metavar="X,Y,W,H",
+                   help="crop every image to this region first (fractions of the image), as "
+                        "the device crops a [[camera.roi]] with the same numbers")
     o.add_argument("--boxes", type=Path,
                    help="CSV of the note's box per image (file,x_center,y_center,width,height, "
                         "YOLO-normalised): trains on the note cropped to its box too, and "

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from device.errors import CoralError
 from device.images import IMAGE_SUFFIXES, decode_image
 from device.processing import resize
+from device.regions import RoiConfig, crop
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,15 @@ def scan(root: Path, class_names: tuple[str, ...] | None = None) -> dict[str, li
 
 
 def load_dataset(root: Path, size: int, resize_policy: str = "stretch",
-                 class_names: tuple[str, ...] | None = None) -> Dataset:
-    """Scan, decode and resize every image, skipping unreadable files with a warning."""
+                 class_names: tuple[str, ...] | None = None,
+                 roi: tuple[float, float, float, float] | None = None) -> Dataset:
+    """Scan, decode and resize every image, skipping unreadable files with a warning.
+
+    `roi` (x, y, width, height in fractions) crops each image first with the device's own
+    function (device.regions.crop), so training sees a region exactly as the daemon cuts it.
+    """
+    region = None if roi is None else RoiConfig(name="train", x=roi[0], y=roi[1],
+                                                width=roi[2], height=roi[3])
     files = scan(root, class_names)
     names = class_names or tuple(files)
     todo = [(f, names.index(c)) for c, fs in files.items() for f in fs]
@@ -86,6 +94,8 @@ def load_dataset(root: Path, size: int, resize_policy: str = "stretch",
             log.warning("skipping %s: not a readable image", f)
             skipped.append(str(f))
             continue
+        if region is not None:
+            rgb = crop(rgb, region)
         resize(rgb, size, size, resize_policy, out=images[n])
         labels.append(label)
         paths.append(str(f))

@@ -53,9 +53,10 @@ class QuantizationLossError(CoralError):
 
 
 def load_splits(s: TrainSettings) -> tuple[Dataset, Dataset]:
-    full = load_dataset(s.data, s.input_size, s.resize)
+    full = load_dataset(s.data, s.input_size, s.resize, roi=s.roi)
     if s.val_data:
-        return full, load_dataset(s.val_data, s.input_size, s.resize, class_names=full.class_names)
+        return full, load_dataset(s.val_data, s.input_size, s.resize,
+                                  class_names=full.class_names, roi=s.roi)
     tr, va = stratified_split(full.labels, s.val_split, s.seed)
     return full.subset(tr), full.subset(va)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from device.errors import ConfigError
 
@@ -49,6 +49,9 @@ class TrainSettings(BaseModel):
     val_data: Path | None = None
     val_split: float = Field(0.2, gt=0, lt=0.9)
     input_size: int = Field(224, ge=32, le=512)
+    roi: tuple[float, float, float, float] | None = Field(
+        None, description="crop every image to this region (x, y, width, height, fractions) "
+        "first, exactly as the device crops a [[camera.roi]]")
     alpha: float = 1.0
     weights: str = Field("imagenet", description="imagenet, none, or a path to a .h5/.keras file")
     epochs: int = Field(30, ge=0, le=1000, description="head epochs on cached features")
@@ -105,6 +108,13 @@ class TrainSettings(BaseModel):
         if v not in ("imagenet", "none") and not Path(v).is_file():
             raise ValueError(f"weights {v!r} is not 'imagenet', 'none' or an existing file")
         return v
+
+    @model_validator(mode="after")
+    def _roi_and_boxes(self) -> TrainSettings:
+        if self.roi is not None and self.boxes is not None:
+            raise ValueError("roi and boxes do not go together: the boxes are in the whole "
+                             "image's coordinates; crop with one or the other")
+        return self
 
     @property
     def pretrained(self) -> bool:

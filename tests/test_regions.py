@@ -166,3 +166,31 @@ def test_motion_gating_classifies_only_the_moving_stretches(tmp_path, broker, da
         assert status["frames_gated"] >= len(labels) - moving - 14
     finally:
         rec.close()
+
+
+def test_trainer_crops_training_images_like_the_device(tmp_path):
+    """coral-train --roi: the same numbers cut the same pixels as [[camera.roi]]."""
+    from host_training.dataset import load_dataset
+
+    for cls, colour in (("a", (200, 10, 10)), ("b", (10, 200, 10))):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            image = np.zeros((120, 160, 3), np.uint8)
+            image[:, :80] = (255, 255, 255)  # the left half: not the region
+            image[:, 80:] = colour
+            cv2.imwrite(str(tmp_path / cls / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    ds = load_dataset(tmp_path, 32, roi=(0.5, 0.0, 0.5, 1.0))
+    for image, label in zip(ds.images, ds.labels, strict=True):
+        expected = (200, 10, 10) if ds.class_names[label] == "a" else (10, 200, 10)
+        assert np.abs(image.reshape(-1, 3).mean(0) - expected).max() < 2
+    device_cut = crop(np.zeros((120, 160, 3)), RoiConfig(name="r", x=0.5, y=0.0, width=0.5,
+                                                          height=1.0))
+    assert device_cut.shape == (120, 80, 3)
+
+
+def test_trainer_refuses_a_region_outside_the_image():
+    from .conftest import run_cli
+
+    r = run_cli("train", "--data", "nowhere", "--out", "x", "--roi", "0.8,0,0.5,1",
+                module="host_training")
+    assert r.returncode == 2 and "inside the image" in r.stderr
