@@ -49,12 +49,15 @@ def draw(image: np.ndarray, width: int, rois: list[dict[str, Any]], top_k,
         text = r["name"] + (f": {best[0].label} {best[0].score:.2f}" if best else "")
         cv2.putText(bgr, text, (x0 + 4, y0 + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
                     (0, 200, 255), 1, cv2.LINE_AA)
-    for i, k in enumerate(top_k[:3]):
-        text = f"{k.label} {k.score:.2f}"
-        org = (8, size[1] - 10 - 20 * (len(top_k[:3]) - 1 - i))
-        cv2.putText(bgr, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(bgr, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+    shown = top_k[:3]
+    if shown:  # white on a dark band along the bottom edge
+        top = size[1] - 8 - 20 * len(shown)
+        band = bgr[max(0, top):, :]
+        band[:] = band // 3
+    for i, k in enumerate(shown):
+        org = (8, size[1] - 10 - 20 * (len(shown) - 1 - i))
+        cv2.putText(bgr, f"{k.label} {k.score:.2f}", org, cv2.FONT_HERSHEY_SIMPLEX, 0.55,
+                    (255, 255, 255), 1, cv2.LINE_AA)
     return bgr
 
 
