@@ -72,6 +72,10 @@ collect: venv ## pull the frames labelled on a device into class folders: make c
 	$(PY) -m host_training.collect --host "$(HOST)" --out "$(or $(OUT),data/)" \
 	  $(if $(REMOTE),--remote "$(REMOTE)") $(COLLECT_ARGS)
 
+.PHONY: bench-web
+bench-web: venv mosquitto ## what the web page costs per frame when nobody watches: the tap alone, and daemon windows with [web] off/on
+	$(PY) -m device.tools.bench_web $(BENCH_WEB_ARGS)
+
 test-tools: ## install what the tests drive for real (sshd, rsync, openssl, headless chromium) when missing
 	@missing=""; for t in sshd:openssh-server rsync:rsync openssl:openssl ssh:openssh-client \
 	  chromium:chromium chromedriver:chromium-driver; do \

@@ -131,3 +131,10 @@ def test_disabled_web_page_listens_nowhere(tmp_path, broker, daemon_factory):
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), 0.5)
     assert "web page on" not in d.output()
+
+
+def test_the_page_costs_far_less_than_a_tenth_of_a_millisecond_per_frame():
+    from device.tools.bench_web import tap_cost
+
+    cost = tap_cost(20_000)  # the results thread's only per-frame work for the page
+    assert cost["added_ns"] < 100_000, cost  # 0.1 ms; measured ~1 µs
