@@ -93,3 +93,30 @@ def test_make_collect_needs_a_host():
         pytest.skip("make is not installed")
     r = subprocess.run(["make", "-s", "collect"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "usage: make collect HOST=" in r.stdout
+
+
+@pytest.mark.train
+def test_train_on_two_data_folders_reports_devices(tmp_path):
+    pytest.importorskip("tensorflow", reason="coral-train needs TensorFlow (a workstation)")
+    from device.tools.synthetic import write_dataset
+
+    from .conftest import run_cli
+
+    original = write_dataset(tmp_path / "original", per_class=8, seed=3)
+    field = write_dataset(tmp_path / "field", per_class=4, seed=4)
+    for f in field.rglob("*.png"):  # frames saved on a device are named <device>__...
+        f.rename(f.with_name(f"vend-7__{f.name}"))
+    out = tmp_path / "bundle"
+    r = run_cli("train", "--data", str(field), "--data", str(original), "--out", str(out),
+                "--input-size", "32", "--alpha", "0.35", "--weights", "none", "--epochs", "2",
+                "--fine-tune-epochs", "0", "--feature-copies", "0",
+                "--representative-count", "20", "--max-int8-drop", "100", "--no-compile",
+                module="host_training", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    n_classes = len(list(original.iterdir()))
+    assert f"training images: {4 * n_classes:6d} from vend-7" in r.stdout
+    assert f"training images: {8 * n_classes:6d} from (not from a device)" in r.stdout
+    sources = json.loads((out / "data_sources.json").read_text())
+    assert sources == {str(field): {"vend-7": 4 * n_classes},
+                       str(original): {"(not from a device)": 8 * n_classes}}
+    assert "## Training images by source" in (out / "report.md").read_text()
