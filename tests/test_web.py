@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -15,7 +17,7 @@ from device.errors import ConfigError
 from device.tools.demo import free_port
 from device.web.auth import Authorizer, credential, hash_password, verify_password
 
-from .conftest import run_cli
+from .conftest import ROOT, run_cli
 from .webutil import DEMO, get_json, http, wait_until, web_daemon
 
 
@@ -138,3 +140,15 @@ def test_the_page_costs_far_less_than_a_tenth_of_a_millisecond_per_frame():
 
     cost = tap_cost(20_000)  # the results thread's only per-frame work for the page
     assert cost["added_ns"] < 100_000, cost  # 0.1 ms; measured ~1 µs
+
+
+def test_hash_tool_prints_a_hash_the_config_accepts():
+    r = subprocess.run([sys.executable, "-m", "device.web.auth"], input="pa55 word\n",
+                       capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert r.returncode == 0, r.stderr
+    stored = r.stdout.strip()
+    assert verify_password("pa55 word", stored) and "pa55" not in stored
+    parse_config({"web": {"enabled": True, "address": "0.0.0.0", "password_hash": stored}})
+    r = subprocess.run([sys.executable, "-m", "device.web.auth"], input="\n",
+                       capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert r.returncode == 1 and "empty password" in r.stderr
