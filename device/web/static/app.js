@@ -83,7 +83,12 @@ async function loadFrames() {
   const data = await api("/api/frames");
   const opts = new Set([...data.labels, ...data.frames.map((f) => f.label).filter((l) => l && !l.startsWith("_"))]);
   $("#labels").innerHTML = [...opts].map((l) => `<option value="${esc(l)}">`).join("");
-  const filter = $("#filter").value;
+  const sel = $("#filter");
+  const have = new Set([...sel.options].map((o) => o.value));
+  for (const l of new Set(data.frames.map((f) => f.label).filter((l) => l))) {
+    if (!have.has(l)) sel.add(new Option(`class ${l}`, l));
+  }
+  const filter = sel.value;
   const frames = data.frames.filter((f) => filter === "all" || (filter === "doubtful" ? f.source === "doubtful" : f.label === filter));
   $("#count").textContent = `${frames.length} frame(s)`;
   selected.clear();
