@@ -130,10 +130,13 @@ def rollout(model: Path, devices: list[str], broker: str, *, allow_cpu: bool = F
                     w.wait(lambda s, _: s.get("model", {}).get("sha256") == bundle.sha256, 10)
                     ok, why = healthy(w, bundle.sha256, health)
                     if not ok:
+                        back = update_one(w, {"rollback": True, "id": request["id"] + "-back"},
+                                          timeout)
+                        undone = ("rolled back to its previous model" if back.get("ok") else
+                                  f"its rollback failed too: {back.get('error', '?')}")
                         raise DeployError(f"{role} {device}: serving {bundle.version} but not "
-                                          f"healthy for {health:.0f} s: {why}. Stopped; roll it "
-                                          "back with a rollout of the previous bundle or "
-                                          "`make rollback HOST=...`.")
+                                          f"healthy for {health:.0f} s: {why}; {undone}. "
+                                          "Stopped; the devices after it were not touched.")
                     log.info("%s %s: serving %s and healthy for %.0f s", role, device,
                              bundle.version, health)
                 finally:

@@ -83,3 +83,31 @@ def test_rollout_canary_first_then_the_rest(devices):
         devices["rec"].wait_for(lambda rr, d=device_id: served(devices, d) == sha, 10)
         assert (devices["models"][device_id] / "previous").readlink().name == "v0"
     assert served(devices, "ro-strict") != sha
+
+
+def test_an_unhealthy_device_is_rolled_back_and_the_rollout_stops(devices):
+    """ro-a confirms the update but classifies nothing while watched (paused here): the
+    rollout sends it back to its previous model and does not touch ro-b."""
+    import paho.mqtt.client as mqtt
+
+    from device.bundle import load_bundle
+
+    before_a, before_b = served(devices, "ro-a"), served(devices, "ro-b")
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.connect("127.0.0.1", devices["port"])
+    c.loop_start()
+    c.publish("coral-classifier/ro-a/cmd/pause", "{}", qos=1).wait_for_publish(5)
+    try:
+        new = variant(DEMO, devices["tmp"] / "n3", "8.2.0", b"!")
+        r = rollout(devices, new, ["ro-a", "ro-b"], health=3)
+        assert r.returncode != 0 and "Error 6" in r.stderr, r.stderr[-2000:]
+        assert "no frames classified while watching" in r.stderr
+        assert "rolled back to its previous model" in r.stderr
+        devices["rec"].wait_for(lambda rr: served(devices, "ro-a") == before_a, 10)
+        sha = load_bundle(new).sha256
+        assert (devices["models"]["ro-a"] / "previous").readlink().name.endswith(sha[:12])
+        assert served(devices, "ro-b") == before_b
+    finally:
+        c.publish("coral-classifier/ro-a/cmd/resume", "{}", qos=1).wait_for_publish(5)
+        c.loop_stop()
+        c.disconnect()

@@ -112,6 +112,12 @@ def leftovers(dev) -> list[str]:
             if p.name.endswith((".partial", ".part")) or p.name == ".deploy-pending"]
 
 
+def model_sha(bundle: Path) -> str:
+    from device.bundle import load_bundle
+
+    return load_bundle(bundle).sha256
+
+
 def bundle_archive(tmp_path, name, version, tag) -> tuple[Path, Path, str]:
     b = variant(DEMO, tmp_path / name, version, tag)
     archive = tmp_path / f"{name}.tar.gz"
@@ -155,7 +161,7 @@ def test_pull_update_over_http_resumes_confirms_and_reports(tmp_path, device, se
     device["rec"].wait_for(lambda rr: served(device) == new_sha, 10, "status shows the model")
     status = device["rec"].json_on("/status")[-1]
     assert status["update"]["state"] == "done" and status["update"]["version"] == "7.0.0"
-    assert links(device) == {"current": f"7.0.0-{sha[:12]}", "previous": "v0"}
+    assert links(device) == {"current": f"7.0.0-{new_sha[:12]}", "previous": "v0"}
     assert leftovers(device) == []
     still_classifying(device)
     assert time.monotonic() - t0 < 60
@@ -225,14 +231,14 @@ def test_signatures(tmp_path, broker, daemon_factory, server, keys):
                       "signature": sign(keys["good"], manifest)})
         r = final_reply(dev, "g1")
         assert r["ok"] and r["state"] == "done", r
-        assert links(dev)["current"] == f"7.3.0-{sha[:12]}"
+        assert links(dev)["current"] == f"7.3.0-{model_sha(b)[:12]}"
     finally:
         dev["rec"].close()
 
 
 def test_refusals_before_any_download(tmp_path, device, server):
     """Bad requests are answered at once and never touch the store."""
-    _, archive, sha = bundle_archive(tmp_path, "rf", "7.4.0", b"r")
+    b, archive, sha = bundle_archive(tmp_path, "rf", "7.4.0", b"r")
     url = f"http://127.0.0.1:{server.port}{server.add(archive)}"
     bad = [({"url": "ftp://x/y", "sha256": sha, "version": "1"}, "https:// URL"),
            ({"url": url, "sha256": "abc", "version": "1"}, "sha256 must be"),
@@ -250,4 +256,35 @@ def test_refusals_before_any_download(tmp_path, device, server):
     # a path on the device works too (file), and the size limit holds
     publish(device, {"url": str(archive), "sha256": sha, "version": "7.4.0", "id": "f1"})
     assert final_reply(device, "f1")["state"] == "done"
-    assert links(device)["current"] == f"7.4.0-{sha[:12]}" and leftovers(device) == []
+    assert links(device)["current"] == f"7.4.0-{model_sha(b)[:12]}"
+    assert leftovers(device) == []
+    # the same bundle again: nothing to do
+    publish(device, {"url": str(archive), "sha256": sha, "version": "7.4.0", "id": "f2"})
+    assert "already serving" in final_reply(device, "f2").get("note", "")
+
+
+def test_one_lock_for_push_and_pull_and_a_rollback_command(tmp_path, device, server):
+    """While a deploy holds models/.deploy.lock (flock(1), as `make deploy` takes it) the
+    update waits; {"rollback": true} then returns to the previous model the same way."""
+    import subprocess
+
+    b, archive, sha = bundle_archive(tmp_path, "lk", "7.5.0", b"l")
+    name = f"7.5.0-{model_sha(b)[:12]}"  # named as `make deploy` names it
+    url = f"http://127.0.0.1:{server.port}{server.add(archive)}"
+    holder = subprocess.Popen(["flock", str(device["models"] / ".deploy.lock"), "sleep", "4"])
+    try:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        publish(device, {"url": url, "sha256": sha, "version": "7.5.0", "id": "l1"})
+        r = final_reply(device, "l1")
+        assert r["ok"] and r["state"] == "done", r
+        assert time.monotonic() - t0 >= 3, "the update did not wait for the deploy's lock"
+    finally:
+        holder.wait(10)
+    assert links(device) == {"current": name, "previous": "v0"}
+    publish(device, {"rollback": True, "id": "b1"})
+    r = final_reply(device, "b1")
+    assert r["ok"] and r["state"] == "done", r
+    assert links(device) == {"current": "v0", "previous": name}
+    device["rec"].wait_for(lambda rr: served(device) == r["model"]["sha256"], 10)
+    still_classifying(device)

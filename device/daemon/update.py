@@ -159,6 +159,13 @@ class Updater:
 
         url, sha, version = args.get("url"), args.get("sha256"), args.get("version")
         sig, rid = args.get("signature", ""), args.get("id", "")
+        if not isinstance(rid, str) or len(rid) > 64:
+            raise PayloadError("id must be a string of at most 64 characters")
+        if args.get("rollback") is True:  # back to `previous` (a rollout's failed health)
+            if set(args) - {"rollback", "id"}:
+                raise PayloadError("rollback takes only an id")
+            return {"rollback": True, "url": "", "sha256": "", "version": "previous",
+                    "signature": "", "id": {"id": rid} if rid else {}}
         if not isinstance(url, str) or not url or len(url) > 2048:
             raise PayloadError("url must be an https:// URL or an absolute path on the device")
         try:
@@ -181,8 +188,6 @@ class Updater:
         if sig and not self.cfg.public_key:
             raise PayloadError("a signature was given but update.public_key is not set on "
                                "the device to check it")
-        if not isinstance(rid, str) or len(rid) > 64:
-            raise PayloadError("id must be a string of at most 64 characters")
         return {"url": url, "sha256": sha, "version": version, "signature": sig,
                 "id": {"id": rid} if rid else {}}
 
@@ -211,14 +216,16 @@ class Updater:
             self._busy.release()
 
     def _update(self, req: dict[str, Any]) -> None:
-        store, sha, version = self.store, req["sha256"], req["version"]
-        name = f"{version}-{sha[:12]}"
+        store, sha = self.store, req["sha256"]
         self._progress(req, "waiting_for_lock")
         fd = store.lock(self.cfg.lock_wait)
         try:
             store.recover()
-            if store.resolve(store.link.name) == os.path.realpath(store.dir / name):
-                self._finish(req, True, "done", note="already serving this version")
+            if req.get("rollback"):
+                previous = store.read("previous")
+                if not previous or not store.resolve("previous"):
+                    raise UpdateError("no previous version to roll back to")
+                self._switch(req, previous)
                 return
             part = store.dir / f".download-{sha[:16]}.part"
             self._progress(req, "downloading", bytes=part.stat().st_size
@@ -232,18 +239,23 @@ class Updater:
                                   f"{sha[:12]}…; nothing was changed")
             self._progress(req, "verifying")
             try:
-                staged = self._stage(req, part, name)
+                staged = self._stage(req, part)
             finally:  # complete and checked: only an interrupted download is resumed
                 part.unlink(missing_ok=True)
-            self._switch(req, staged)
+            if staged is None:
+                self._finish(req, True, "done", note="already serving this version")
+                return
+            self._switch(req, staged.name)
         finally:
             os.close(fd)  # releases the flock
 
-    def _stage(self, req: dict[str, Any], part: Path, name: str) -> Path:
+    def _stage(self, req: dict[str, Any], part: Path) -> Path | None:
+        """Unpack and verify; the version's folder (named like `make deploy` names it:
+        <version>-<model sha256[:12]>), or None when that is what already serves."""
         from device.daemon.fetch import unpack
 
         store = self.store
-        staging = store.dir / f"{name}.partial"
+        staging = store.dir / f".update-{req['sha256'][:16]}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         try:
             unpack(part, staging, self.cfg.max_bytes * 4)
@@ -260,7 +272,10 @@ class Updater:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        final = store.dir / name
+        final = store.dir / f"{bundle.version}-{bundle.sha256[:12]}"
+        if store.resolve(store.link.name) == os.path.realpath(final):
+            shutil.rmtree(staging)
+            return None
         pinned = {store.resolve(store.link.name), store.resolve("previous")}
         if final.exists() and os.path.realpath(final) in pinned:
             shutil.rmtree(staging)  # the same version is `previous`: keep that copy
@@ -269,13 +284,15 @@ class Updater:
             os.replace(staging, final)
         return final
 
-    def _switch(self, req: dict[str, Any], final: Path) -> None:
+    def _switch(self, req: dict[str, Any], target: str) -> None:
+        """Point current at target (a version folder's name), reload with a nonce, wait
+        for the worker's verdict; confirmed: previous = what served before."""
         store = self.store
         old = store.read(store.link.name)
         (store.dir / PENDING).write_text(old + "\n")
         nonce = secrets.token_hex(8)
         self._progress(req, "switching")
-        store.set(store.link.name, final.name)
+        store.set(store.link.name, target)
         self.reload(nonce)
         self._progress(req, "self_testing")
         with self._reloaded:
