@@ -444,3 +444,20 @@ def test_1_unprivileged_deploy_into_the_installed_layout(tmp_path, sshd, broker,
     finally:
         rec.close()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_switch_left_by_a_dead_deploy_is_undone_first(tmp_path, sshd, device):
+    """A deploy killed between its switch and its confirmation leaves models/.deploy-pending
+    naming what served before; the next deploy restores it before anything else, so its
+    `previous` is the model that really served, not the unconfirmed one."""
+    models = device["root"] / "models"
+    shutil.copytree(DEMO, models / "half-1.0.0-000000000000")
+    (models / "current").unlink()
+    (models / "current").symlink_to("half-1.0.0-000000000000")
+    (models / ".deploy-pending").write_text("v0\n")
+    new = variant(DEMO, tmp_path / "after", "9.0.0", b"9")
+    r = deploy(sshd, device, "--model", str(new), "--allow-cpu")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "did not finish; restoring current -> v0" in r.stderr
+    assert links(device) == {"current": f"9.0.0-{sha_of(new)[:12]}", "previous": "v0"}
+    assert not (models / ".deploy-pending").exists()
