@@ -174,3 +174,32 @@ def test_hash_tool_prints_a_hash_the_config_accepts():
     r = subprocess.run([sys.executable, "-m", "device.web.auth"], input="\n",
                        capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert r.returncode == 1 and "empty password" in r.stderr
+
+
+def test_regions_are_outlined_and_captured_as_crops(tmp_path, broker, daemon_factory):
+    import cv2
+    import numpy as np
+
+    rois = [{"name": "slot", "x": 0.0, "y": 0.0, "width": 0.5, "height": 1.0},
+            {"name": "tray", "x": 0.5, "y": 0.5, "width": 0.5, "height": 0.5}]
+    _d, url, state = web_daemon(tmp_path, broker.port, daemon_factory, web={},
+                                camera_extra={"roi": rois})
+    live = wait_until(lambda: (j := get_json(url + "/api/live"))["regions"].keys()
+                      == {"slot", "tray"} and j, 30, "both regions classified")
+    assert [r["name"] for r in live["rois"]] == ["slot", "tray"]
+    with urllib.request.urlopen(url + "/stream.mjpg", timeout=10) as r:
+        data = b""
+        while data.count(b"\xff\xd9") < 1:
+            data += r.read1(65536)
+    start = data.index(b"\xff\xd8")
+    frame = cv2.imdecode(np.frombuffer(data[start:data.index(b"\xff\xd9") + 2], np.uint8), 1)
+    assert frame.shape[1] == 160  # the camera's width (under stream_width)
+    # the outline colour (BGR 0, 200, 255) on the region's left edge
+    assert (np.abs(frame[30:90, 0].astype(int) - (0, 200, 255)).sum(axis=1) < 120).mean() > 0.8
+    status, _, body = http(url + "/api/capture", {"label": "_unlabelled", "frames": 1})
+    assert status == 200, body
+    folder = state / "dataset" / "_unlabelled"
+    saved = wait_until(lambda: sorted(folder.glob("*.jpg")), 20, "a captured region")
+    assert saved[0].stem.endswith(("_slot", "_tray"))
+    shape = cv2.imread(str(saved[0])).shape
+    assert shape in ((120, 80, 3), (60, 80, 3))  # the region's crop, not the whole frame

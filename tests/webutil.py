@@ -26,7 +26,8 @@ def replay(folder: Path, passes=None) -> Path:
 
 def web_daemon(tmp_path: Path, broker_port: int, daemon_factory, web: dict | None = None,
                capture: dict | None = None, decision: dict | None = None, fps: float = 10,
-               replay_dir: Path | None = None, wait: bool = True):
+               replay_dir: Path | None = None, wait: bool = True,
+               camera_extra: dict | None = None):
     """Start the daemon; returns (process, base URL, state folder)."""
     port = free_port()
     folder = replay_dir or replay(tmp_path / "replay")
@@ -37,7 +38,8 @@ def web_daemon(tmp_path: Path, broker_port: int, daemon_factory, web: dict | Non
     if capture is not None:
         sections["capture"] = capture
     cfg = write_config(tmp_path / "d.toml",
-                       camera={"type": "replay", "source": str(folder), "fps": fps},
+                       camera={"type": "replay", "source": str(folder), "fps": fps,
+                               **(camera_extra or {})},
                        model={"path": str(DEMO), "backend": "cpu"},
                        mqtt={"host": "127.0.0.1", "port": broker_port, "device_id": "pi-web",
                              "status_interval": 0.5}, **sections)
