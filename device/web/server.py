@@ -59,6 +59,7 @@ def _asset(name: str) -> bytes:
 class Handler(BaseHTTPRequestHandler):
     server: WebServer
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a connection may sit idle or stall a read/write (slow clients)
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("%s " + fmt, self.address_string(), *args)
