@@ -19,7 +19,7 @@ from device.config import parse_config
 from device.errors import ConfigError
 from device.web.auth import Authorizer, credential, hash_password, verify_password
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, Recorder, run_cli
 from .webutil import DEMO, get_json, http, wait_until, web_daemon
 
 
@@ -125,6 +125,15 @@ def test_upload_answers_like_classify_json(tmp_path, broker, daemon_factory):
         s.sendall(b"POST /api/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Coral-Web: 1\r\n"
                   b"Content-Length: %d\r\n\r\n" % (17 << 20))
         assert s.recv(4096).startswith(b"HTTP/1.1 413")
+    # paused (cmd/pause): the page says so instead of waiting for an answer
+    rec = Recorder(broker.port, "coral-classifier/pi-web/#")
+    try:
+        rec.client.publish("coral-classifier/pi-web/cmd/pause", b"", qos=1).wait_for_publish(5)
+        rec.wait_for(lambda r: r.on("cmd/pause/reply"), 10, "paused")
+        status, _, body = http(url + "/api/classify", photo.read_bytes())
+        assert status == 409 and b"paused" in body
+    finally:
+        rec.close()
 
 
 def listening_ports(pid: int) -> set[int]:
