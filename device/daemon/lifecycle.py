@@ -208,7 +208,7 @@ class Daemon:
                 elif got is not None:
                     camera_failures = 0
                     self.stats.seen_frame(got)
-                    if got.roi_index == 0:
+                    if got.roi_index == 0 and got.seq >= 0:  # (seq < 0: a web upload)
                         self.last_frame = got
                     if self.paused.is_set() or got.gated:
                         self.slot.give(got.prepared)
@@ -230,8 +230,9 @@ class Daemon:
                     return 1
                 continue
             inference_failures = 0
-            self.stats.frame(now)
-            self._feed_watchdog()
+            if done.frame.seq >= 0:  # camera frames only: an upload proves no camera
+                self.stats.frame(now)
+                self._feed_watchdog()
             self.results.put(done)
         return 0
 

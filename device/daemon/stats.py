@@ -47,8 +47,8 @@ class Stats:
             self._fps_window = (now, self.frames)
 
     def seen_frame(self, frame) -> None:
-        """A frame from the camera (counted once, not once per region)."""
-        if frame.roi_index == 0:
+        """A frame from the camera (counted once, not once per region; not web uploads)."""
+        if frame.roi_index == 0 and frame.seq >= 0:
             self.seen += 1  # only the frame loop writes these
             if frame.gated:
                 self.gated += 1
