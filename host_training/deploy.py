@@ -75,14 +75,17 @@ def watch(t: Target, device: str) -> DeviceWatch:
     return DeviceWatch(t.broker, device, t.topic_prefix, t.host.split("@")[-1].strip("[]"))
 
 
-def reload(t: Target, w: DeviceWatch, sha256: str, timeout: float) -> tuple[bool, str]:
-    """Reload with a fresh nonce and wait for the device to confirm exactly that reload."""
+def reload(t: Target, w: DeviceWatch, sha256: str, timeout: float,
+           start: bool = False) -> tuple[bool, str]:
+    """Reload with a fresh nonce and wait for the device to confirm exactly that reload.
+    start: the device had no model, so its service is not running: start it instead (the
+    daemon reads the nonce when it starts, as on SIGHUP)."""
     nonce = secrets.token_hex(8)
-    if t.reload_cmd == MQTT_RELOAD:
+    if t.reload_cmd == MQTT_RELOAD and not start:
         w.command("reload", {"nonce": nonce})
     else:
-        t.write_file(NONCE_FILE, nonce + "\n")  # the daemon reads it on SIGHUP
-        t.ssh(t.reload_cmd)
+        t.write_file(NONCE_FILE, nonce + "\n")
+        t.ssh(t.start_cmd if start else t.reload_cmd)
     return w.wait_reload(nonce, sha256, timeout)
 
 
@@ -105,7 +108,7 @@ def deploy_one(t: Target, bundle: Bundle, timeout: float, keep: int,
             t.write_file(PENDING, old + "\n")
             try:
                 t.set_link("current", version)
-                ok, why = reload(t, w, bundle.sha256, timeout)
+                ok, why = reload(t, w, bundle.sha256, timeout, start=not old)
             except BaseException as exc:  # ssh dropped, interrupted, ...: never stay switched
                 ok, why = False, f"{type(exc).__name__}: {exc}"
             if not ok:
@@ -220,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
                        default="sudo -n systemctl reload coral-classifier",
                        help="run on the device to reload (install-device's sudoers rule "
                             "allows exactly this); 'mqtt' sends cmd/reload instead")
+        p.add_argument("--start_cmd", "--start-cmd", dest="start_cmd",
+                       default="sudo -n systemctl restart coral-classifier",
+                       help="run on the device for its first model (the service is not "
+                            "running yet); the sudoers rule allows exactly this too")
         p.add_argument("--device_id", "--device-id", dest="device_id", default="",
                        help="the device's mqtt.device_id (default: its host name)")
         p.add_argument("--broker", default="", help="host:port (default: <host>:1883)")
@@ -231,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        targets = [Target(h, a.root, a.ssh_opts, a.reload_cmd, a.device_id, a.broker)
-                   for h in a.host]
+        targets = [Target(h, a.root, a.ssh_opts, a.reload_cmd, a.start_cmd, a.device_id,
+                          a.broker) for h in a.host]
         if a.command == "rollback":
             for t in targets:
                 rollback(t, a.timeout)

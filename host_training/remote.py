@@ -73,6 +73,7 @@ class Target:
     root: str = "/var/lib/coral-classifier"
     ssh_opts: str = ""
     reload_cmd: str = "sudo -n systemctl reload coral-classifier"
+    start_cmd: str = "sudo -n systemctl restart coral-classifier"  # first model: not running
     device_id: str = ""
     broker: str = ""  # host:port of the MQTT broker the device reports to
     topic_prefix: str = "coral-classifier"

@@ -461,3 +461,44 @@ def test_a_switch_left_by_a_dead_deploy_is_undone_first(tmp_path, sshd, device):
     assert "did not finish; restoring current -> v0" in r.stderr
     assert links(device) == {"current": f"9.0.0-{sha_of(new)[:12]}", "previous": "v0"}
     assert not (models / ".deploy-pending").exists()
+
+
+def test_the_first_deploy_starts_the_service(tmp_path, sshd, broker):
+    """A fresh install has no model, so its service is not running and cannot reload: the
+    first deploy runs the start command and is confirmed by the nonce the daemon reads at
+    start (the README's flow: install-device, then make deploy)."""
+    import signal
+
+    root = tmp_path / "fresh"
+    (root / "models").mkdir(parents=True)
+    from device.tools.synthetic import write_sequence
+
+    write_sequence(tmp_path / "replay", ["note_5"], gap=2, frames_per_object=3)
+    cfg = write_config(tmp_path / "first.toml",
+                       camera={"type": "replay", "source": str(tmp_path / "replay"),
+                               "fps": 10, "loop": True},
+                       model={"path": str(root / "models" / "current"), "backend": "cpu"},
+                       mqtt={"host": "127.0.0.1", "port": broker.port,
+                             "device_id": "dev-first", "status_interval": 0.5})
+    pidfile = tmp_path / "daemon.pid"
+    start = (f"sh -c 'cd {ROOT} && nohup {PYTHON} -m device run --config {cfg} "
+             f"> {tmp_path / 'first.log'} 2>&1 & echo $! > {pidfile}'")
+    new = variant(DEMO, tmp_path / "v1", "1.0.1", b"f")
+    rec = Recorder(broker.port, "coral-classifier/dev-first/#")
+    try:
+        r = subprocess.run(
+            [PYTHON, "-m", "host_training.deploy", "deploy", "--host", sshd["host"],
+             "--ssh-opts", sshd["opts"], "--root", str(root), "--device-id", "dev-first",
+             "--start-cmd", start, "--reload-cmd", "false", "--broker",
+             f"127.0.0.1:{broker.port}", "--timeout", "60", "--model", str(new),
+             "--allow-cpu"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr[-3000:]
+        sha = sha_of(new)
+        assert os.readlink(root / "models" / "current") == f"1.0.1-{sha[:12]}"
+        assert not (root / "models" / "previous").exists()
+        assert served_sha(rec) == sha
+    finally:
+        rec.close()
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            time.sleep(2)

@@ -74,7 +74,8 @@ def test_6_uninstall_removes_only_its_own_paths(tmp_path):
 
 
 def test_sudoers_rule_allows_only_the_reload(tmp_path):
-    """The deploy group's sudo rule validates (visudo) and names nothing but the reload."""
+    """The deploy group's sudo rule validates (visudo) and names nothing but reload and
+    restart of the service."""
     import shutil
 
     dest = tmp_path / "root"
@@ -84,7 +85,8 @@ def test_sudoers_rule_allows_only_the_reload(tmp_path):
     assert oct(rule.stat().st_mode & 0o777) == "0o440"
     text = rule.read_text()
     commands = [ln for ln in text.splitlines() if "/systemctl" in ln]
-    assert commands and all("systemctl reload coral-classifier" in ln for ln in commands)
+    assert commands and all("systemctl reload coral-classifier" in ln or
+                            "systemctl restart coral-classifier" in ln for ln in commands)
     assert "%coral-classifier-deploy ALL=(root) NOPASSWD: CORAL_RELOAD" in text
     if shutil.which("visudo"):
         check = subprocess.run(["visudo", "-cf", str(rule)], capture_output=True, text=True)

@@ -78,6 +78,10 @@ class Daemon:
         self.spec: ModelSpec = self.slot.start()  # loads and self-tests in the worker
         log.info("model %s v%s (sha256 %s…) on %s via %s", self.spec.name, self.spec.version,
                  self.spec.sha256[:12], self.spec.backend, self.spec.runtime)
+        from device.daemon.update import read_deploy_nonce
+
+        # a first deploy starts the service: its nonce confirms the model loaded at start
+        self.reload_nonce = read_deploy_nonce(self.cfg.model.path)
         st = self.cfg.state
         self.outbox = Outbox(st.resolved_dir() / f"outbox-{self.device_id}.sqlite",
                              st.outbox_max_events, st.outbox_max_bytes)
