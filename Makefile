@@ -123,7 +123,7 @@ rollout: venv ## pull update over MQTT, canary first: make rollout MODEL=compile
 fleet: venv ## every device on the broker: model, backend, fps, errors (BROKER=host:port, FLEET_ARGS=--json)
 	$(PY) -m device fleet --broker $(call q,$(or $(BROKER),localhost:1883)) $(FLEET_ARGS)
 
-container: ## build the device image with buildah or podman (ARCH=arm64 for a Pi; see container/)
+container: ## build the device image with buildah or podman (CONTAINER_ARCH=arm64 for a Pi; see container/)
 	container/build.sh $(call q,$(or $(CONTAINER_ARCH),$(ARCH)))
 
 lint: venv ## ruff

@@ -5,7 +5,9 @@
 # and the arch is this machine's, the base is made here from Debian's own packages with
 # debootstrap (DEBIAN_MIRROR, default deb.debian.org) and committed as localhost/bookworm-base.
 # PIP_CA=/path/ca.pem is mounted for pip while building (a TLS-inspecting proxy's CA); it
-# defaults to pip's own `cert` setting on this machine, if any.
+# defaults to pip's own `cert` setting on this machine, if any. WITH_PICAMERA=0 leaves out
+# picamera2 (Raspberry Pi's repository) from an arm64 image. Another arch is emulated
+# (qemu-user-static, binfmt) when the base has to be made here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-$(uname -m)}" in
@@ -24,8 +26,12 @@ if [ -z "${BASE:-}" ]; then
     if ! $B pull --arch "$ARCH" "$BASE" >/dev/null 2>&1; then
         BASE=localhost/bookworm-base:$ARCH
         if ! $B inspect "$BASE" >/dev/null 2>&1; then
-            [ "$ARCH" = "$NATIVE" ] || { echo "the registry is unreachable and $ARCH is not this \
-machine's arch: give BASE= an arm64 Debian bookworm image, or build on the Pi" >&2; exit 1; }
+            if [ "$ARCH" != "$NATIVE" ] && ! grep -qs enabled /proc/sys/fs/binfmt_misc/qemu-aarch64; then
+                echo "the registry is unreachable and $ARCH is not this machine's arch: give BASE=" \
+                     "an $ARCH Debian bookworm image, build on the Pi, or install qemu-user-static" \
+                     "(binfmt) to emulate it" >&2
+                exit 1
+            fi
             command -v debootstrap >/dev/null || { echo "sudo apt-get install debootstrap" >&2; exit 1; }
             echo "build: registry unreachable; making $BASE with debootstrap from $MIRROR"
             rootfs=$(mktemp -d)
@@ -35,7 +41,8 @@ machine's arch: give BASE= an arm64 Debian bookworm image, or build on the Pi" >
             rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
             ctr=$(buildah from scratch)
             buildah copy "$ctr" "$rootfs" / >/dev/null
-            buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+            buildah config --arch "$ARCH" --os linux \
+                --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
                 --cmd /bin/bash "$ctr"
             buildah commit --rm "$ctr" "$BASE" >/dev/null
         fi
@@ -51,5 +58,6 @@ $B build --layers --arch "$ARCH" --build-arg "BASE=$BASE" --build-arg "TARGETARC
     "${ca_args[@]}" \
     ${LIBEDGETPU_DEB:+--build-arg "LIBEDGETPU_DEB=$LIBEDGETPU_DEB"} \
     ${TFLITE_WHEEL:+--build-arg "TFLITE_WHEEL=$TFLITE_WHEEL"} \
+    ${WITH_PICAMERA:+--build-arg "WITH_PICAMERA=$WITH_PICAMERA"} \
     -f container/Dockerfile -t "$TAG" .
 echo "build: done: $TAG"
