@@ -161,3 +161,20 @@ def test_reconnect_resends_unacknowledged_events_in_order(tmp_path):
     sender._drain()
     resent = [p for _, p in publish.sent[3:]]
     assert resent == [b'{"seq": 2}', b'{"seq": 3}']
+
+
+def test_the_workers_wire_format_round_trips():
+    """The hot path's packed answer carries the raw output and every extra output intact."""
+    import numpy as np
+
+    from device.daemon.wire import decode_out, encode_out
+    from device.inference import Inference, Postprocess
+
+    raw = np.array([[3, 250, 0, 7]], np.uint8)
+    extra = (np.array([0.25, -1.5, 3.0, 0.0], np.float32),)
+    inf = Inference(raw, 0.5, 2.25, Postprocess(("a", "b", "c", "d"), 1 / 255, 0, 3, 0.0),
+                    extra)
+    kind, ticket, pre, ms, raw2, extra2 = decode_out(encode_out(42, inf))
+    assert (kind, ticket, pre, ms) == ("out", 42, 0.5, 2.25)
+    assert raw2.dtype == np.uint8 and raw2.tolist() == [3, 250, 0, 7]
+    assert len(extra2) == 1 and extra2[0].tolist() == [0.25, -1.5, 3.0, 0.0]

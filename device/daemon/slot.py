@@ -214,7 +214,7 @@ class ModelSlot:
             index = self.slots.index(slot)
         ticket = next(self._tickets)
         self.inflight[ticket] = (frame, self.spec, time.monotonic())
-        self.worker.send(("infer", index, ticket))
+        self.worker.infer(index, ticket)
 
     def collect(self, timeout: float) -> Done | None:
         """The next finished frame, None if none within timeout; WorkerDied when the

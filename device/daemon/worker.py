@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import pickle
 import signal
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from device.config import ModelConfig
+from device.daemon.wire import INFER, INFER_STRUCT, OUT, decode_out, encode_out
 from device.errors import BackendError, CoralError, ModelError
 from device.inference import Postprocess
 from device.openset import OperatingPoint, fallback_point, operating_point
@@ -123,21 +125,22 @@ def serve(conn: Connection, log_level: int = logging.INFO) -> None:
     try:
         while True:
             try:
-                msg = conn.recv()
+                data = conn.recv_bytes()
             except (EOFError, OSError):
                 return
-            kind = msg[0]
-            if kind == "infer":
-                _, slot, ticket = msg
+            if data[:1] == INFER:  # the hot path: a few bytes each way, no pickle
+                ticket, slot = INFER_STRUCT.unpack_from(data, 1)
                 try:
                     image = slots[slot][..., ::-1] if swap else slots[slot]
                     inf = clf.infer(image, prepared=True)
                 except (RuntimeError, ValueError, TypeError) as exc:
                     conn.send(("fail", ticket, f"inference failed: {exc}"))
                     continue
-                conn.send(("out", ticket, inf.preprocess_ms, inf.inference_ms, inf.raw,
-                           inf.extra))
-            elif kind == "load":
+                conn.send_bytes(encode_out(ticket, inf))
+                continue
+            msg = pickle.loads(data)
+            kind = msg[0]
+            if kind == "load":
                 try:
                     new, spec = _load(msg[1])
                 except CoralError as exc:
@@ -224,6 +227,13 @@ class WorkerProcess:
         except (OSError, AttributeError) as exc:
             raise WorkerDied(f"inference worker is gone ({exc})") from None
 
+    def infer(self, slot: int, ticket: int) -> None:
+        """Ask for one frame (the hot path's packed request)."""
+        try:
+            self.conn.send_bytes(INFER + INFER_STRUCT.pack(ticket, slot))
+        except (OSError, AttributeError) as exc:
+            raise WorkerDied(f"inference worker is gone ({exc})") from None
+
     def recv(self, timeout: float) -> tuple | None:
         """The next reply, None after timeout; WorkerDied when the process ended."""
         try:
@@ -231,7 +241,8 @@ class WorkerProcess:
                 if not self.alive:
                     raise WorkerDied(f"inference worker {self._death()}")
                 return None
-            return self.conn.recv()
+            data = self.conn.recv_bytes()
+            return decode_out(data) if data[:1] == OUT else pickle.loads(data)
         except (EOFError, OSError, AttributeError):
             if self.proc is not None:
                 self.proc.join(1)
