@@ -65,7 +65,8 @@ def update_one(w: DeviceWatch, request: dict, timeout: float) -> dict:
 
 
 def healthy(w: DeviceWatch, sha256: str, seconds: float) -> tuple[bool, str]:
-    """Serving sha256, running, frames rising and no error counter rising for `seconds`."""
+    """Serving sha256, running, camera frames still arriving (classified, or passed on by
+    a trigger when the scene is still) and no error counter rising for `seconds`."""
     start = dict(w.status)
     if start.get("model", {}).get("sha256") != sha256:
         return False, "the device does not report the new model in its status"
@@ -81,7 +82,10 @@ def healthy(w: DeviceWatch, sha256: str, seconds: float) -> tuple[bool, str]:
                 if v > start.get("errors", {}).get(k, 0)}
         if rose:
             return False, f"errors rose: {rose} (last_error: {s.get('last_error', '')[:200]})"
-    if w.status.get("frames", 0) <= start.get("frames", 0):
+    def seen(s: dict) -> int:  # classified, or passed on by a trigger (a still scene)
+        return int(s.get("frames", 0)) + int(s.get("frames_gated", 0))
+
+    if seen(w.status) <= seen(start):
         return False, "no frames classified while watching"
     return True, ""
 
