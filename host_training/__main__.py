@@ -205,6 +205,15 @@ def _report_sources(sources: dict[str, dict[str, int]], out: Path) -> None:
     report = out / "report.md"
     if report.exists():
         report.write_text(report.read_text() + "\n".join(lines) + "\n")
+    if (out / "manifest.json").is_file():
+        # the bundle was already sealed: record the new and changed files' sha256s, or the
+        # device would refuse it (report.md no longer matching its hash)
+        from device.bundle import MANIFEST, write_manifest
+
+        manifest = json.loads((out / MANIFEST).read_text())
+        for key in ("files", "format", "created"):
+            manifest.pop(key, None)
+        write_manifest(out, manifest)
 
 
 def build_parser() -> argparse.ArgumentParser:
