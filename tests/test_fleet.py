@@ -34,16 +34,28 @@ def fleet(tmp_path_factory, broker):
             decision={"mode": "event" if i == 0 else "stream", "threshold": 0.5},
             state={"dir": str(tmp / f"state-{device_id}")})
         daemons.append(DaemonProcess(cfg))
-    rec.wait_for(lambda r: {json.loads(p)["device_id"] for p in r.on("/status")
-                            if json.loads(p)["state"] == "running"} == set(IDS), 90,
-                 "three running daemons")
-    rec.wait_for(lambda r: any(json.loads(p)["device_id"] == IDS[0] and
-                               json.loads(p)["last_event_ts"] > 0 for p in r.on("/status")),
-                 60, "an event on kiosk-1")
+    try:
+        rec.wait_for(lambda r: {json.loads(p)["device_id"] for p in r.on("/status")
+                                if json.loads(p)["state"] == "running"} == set(IDS), 90,
+                     "three running daemons")
+        rec.wait_for(lambda r: any(json.loads(p)["device_id"] == IDS[0] and
+                                   json.loads(p)["last_event_ts"] > 0 for p in r.on("/status")),
+                     60, "an event on kiosk-1")
+    except AssertionError as exc:
+        states = [(json.loads(p)["device_id"], json.loads(p)["state"]) for p in r_on(rec)]
+        logs = "\n".join(f"--- {i}:\n{d.output()[-3000:]}"
+                          for i, d in zip(IDS, daemons, strict=True))
+        for d in daemons:
+            d.stop()
+        raise AssertionError(f"{exc}\nstatus seen: {states[-12:]}\n{logs}") from None
     yield {"daemons": daemons, "port": broker.port, "tmp": tmp}
     rec.close()
     for d in daemons:
         d.stop()
+
+
+def r_on(rec: Recorder) -> list[bytes]:
+    return [p for p in rec.on("/status") if json.loads(p).get("device_id") in IDS]
 
 
 def test_fleet_table_for_three_daemons(fleet):

@@ -71,24 +71,29 @@ def test_metrics_and_home_assistant_discovery(tmp_path, broker, daemon_factory):
     events = Recorder(broker.port, "coral-classifier/obs-1/event")
     daemon_factory(cfg)
     try:
-        rec.wait_for(lambda r: any(t.endswith("count_note_5/config") for t, _, _ in r.messages)
-                     and any(t.endswith("last_event/config") for t, _, _ in r.messages), 30,
-                     "discovery configs")
-        topics = {t for t, _, retain in rec.messages}
         node = "coral_classifier_obs_1"
+        # The session's broker holds other tests' retained discovery: wait for this node's.
+        rec.wait_for(lambda r: any(t.endswith(f"{node}/count_note_5/config")
+                                   for t, _, _ in r.messages)
+                     and any(t.endswith(f"{node}/last_event/config") for t, _, _ in r.messages),
+                     30, "discovery configs")
+        topics = {t for t, _, retain in rec.messages}
         assert f"homeassistant/sensor/{node}/last_event/config" in topics
         assert f"homeassistant/sensor/{node}/count_note_5/config" in topics
         assert f"homeassistant/sensor/{node}/count_empty/config" not in topics  # background
         cfg_count = json.loads(next(p for t, p, _ in rec.messages
-                                    if t.endswith("count_note_5/config")))
+                                    if t.endswith(f"{node}/count_note_5/config")))
         assert cfg_count["state_topic"] == "coral-classifier/obs-1/counts"
         assert cfg_count["device"]["identifiers"] == [node]
-        n = len(rec.messages)
+        def mine(r: Recorder) -> int:
+            return sum(f"/{node}/" in t for t, _, _ in r.messages)
+
+        n = mine(rec)
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         c.connect("127.0.0.1", broker.port)
         c.loop_start()
         c.publish("homeassistant/status", b"online", qos=1).wait_for_publish(5)
-        rec.wait_for(lambda r: len(r.messages) >= n + 6, 10, "re-announced after HA restart")
+        rec.wait_for(lambda r: mine(r) >= n + 6, 10, "re-announced after HA restart")
         c.loop_stop()
         c.disconnect()
 
