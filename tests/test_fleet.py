@@ -35,11 +35,12 @@ def fleet(tmp_path_factory, broker):
             state={"dir": str(tmp / f"state-{device_id}")})
         daemons.append(DaemonProcess(cfg))
     try:
-        rec.wait_for(lambda r: {json.loads(p)["device_id"] for p in r.on("/status")
+        # The session broker holds other tests' retained statuses: look at ours only.
+        rec.wait_for(lambda r: {json.loads(p)["device_id"] for p in r_on(r)
                                 if json.loads(p)["state"] == "running"} == set(IDS), 90,
                      "three running daemons")
         rec.wait_for(lambda r: any(json.loads(p)["device_id"] == IDS[0] and
-                                   json.loads(p)["last_event_ts"] > 0 for p in r.on("/status")),
+                                   json.loads(p)["last_event_ts"] > 0 for p in r_on(r)),
                      60, "an event on kiosk-1")
     except AssertionError as exc:
         states = [(json.loads(p)["device_id"], json.loads(p)["state"]) for p in r_on(rec)]

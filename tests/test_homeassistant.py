@@ -132,13 +132,14 @@ def test_a_removed_region_loses_its_entities(tmp_path, broker, daemon_factory):
 
     first = run(rois)
     first.close()
-    second = run(rois[:1], lambda r: sum(p == b"" and not retained
-                                         for _, p, retained in r.messages) >= 2)
+    second = run(rois[:1], lambda r: sum(p == b"" and not retained and "ha_roi" in t
+                                         for t, p, retained in r.messages) >= 2)
     try:
         assert any("roi_slot_b_present" in t and p == b"" for t, p, _ in second.messages)
         live = {t for t, p, retained in second.messages if p and not retained}
         assert any("roi_slot_a_present" in t for t in live)
-        removed = {t for t, p, retained in second.messages if not p and not retained}
+        removed = {t for t, p, retained in second.messages
+                   if not p and not retained and "ha_roi" in t}
         assert all("slot_b" in t for t in removed) and len(removed) == 2
         for topic, payload, _ in second.messages:
             if payload:
