@@ -4,7 +4,6 @@ safely, check the Ed25519 signature over its manifest. Pure functions over files
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import shutil
 import tarfile
@@ -98,14 +97,6 @@ def _http_once(url: str, dest: Path, max_bytes: int, timeout: float,
             raise OSError(f"connection closed after {size} of {total} bytes")
     progress(size, total or size)
     return size
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def unpack(archive: Path, dest: Path, max_bytes: int) -> None:

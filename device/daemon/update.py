@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from device.bundle import load_bundle
+from device.bundle import load_bundle, sha256_file
 from device.config import UpdateConfig
-from device.daemon.fetch import UpdateError, check_signature, fetch, sha256_of, source_kind
+from device.daemon.fetch import UpdateError, check_signature, fetch, source_kind
 from device.errors import CoralError
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ class Updater:
                            if part.exists() else 0)
             fetch(req["url"], part, self.cfg.max_bytes, self.cfg.timeout,
                   lambda n, total: self._progress(req, "downloading", bytes=n, total=total))
-            got = sha256_of(part)
+            got = sha256_file(part)
             if got != sha:
                 part.unlink(missing_ok=True)  # never resume from a corrupt file
                 raise UpdateError(f"corrupt download: sha256 {got[:12]}… is not the expected "
