@@ -95,8 +95,9 @@ test-hw: venv mosquitto ## on a Pi with a Coral and a camera: the tpu and picame
 test-pi: ## the device package on Raspberry Pi OS Bookworm arm64, emulated (qemu-user, debootstrap)
 	tests/pi/run.sh
 
-bench: venv mosquitto ## benchmark: raw invoke vs the daemon's whole pipeline to MQTT (BENCH_ARGS="--backend edgetpu" on a Pi)
+bench: venv mosquitto ## benchmark: raw invoke vs the daemon's whole pipeline to MQTT (BENCH_ARGS="--backend edgetpu" on a Pi), then bench-web
 	$(PY) -m device.tools.bench $(BENCH_ARGS)
+	$(PY) -m device.tools.bench_web $(BENCH_WEB_ARGS)
 
 bench-train: train-deps ## training speed: cached-feature head vs end-to-end frozen epochs, and fine-tuning
 	$(PY) -m host_training.bench $(BENCH_TRAIN_ARGS)
