@@ -39,6 +39,7 @@ from host_training.samples import (
     load_negatives,
     mine,
     read_boxes,
+    series_by_class,
     series_of,
     split_pool,
 )
@@ -175,7 +176,11 @@ def run_training(s: TrainSettings) -> dict:
     train_x = np.concatenate([train.images, pool_x])
     train_y = np.concatenate([train.labels, pool_y])
     kinds = [FRAME] * len(train.labels) + opens.train_pool.kinds
-    series = [series_of(p) for p in train.paths] + opens.train_pool.series
+    frame_series = [series_of(p) for p in train.paths]
+    series = frame_series + opens.train_pool.series
+    by_series, confounds = series_by_class(frame_series, train.labels, names)
+    for w in confounds:
+        log.warning("%s", w)
     aspects = np.asarray([0.0] * len(train.labels) + opens.train_pool.aspects, np.float32)
     bg_kinds = (MINED, NEGATIVE)
     backgrounds = [img for img, k in zip(opens.train_pool.images, opens.train_pool.kinds,
@@ -256,7 +261,8 @@ def run_training(s: TrainSettings) -> dict:
                         "val_negatives": len(vneg_y),
                         "negatives": str(s.negatives) if s.negatives else None,
                         "boxes": str(s.boxes) if s.boxes else None,
-                        "skipped": [*train.skipped, *val.skipped], "attribution": attribution},
+                        "skipped": [*train.skipped, *val.skipped], "attribution": attribution,
+                        "series": {"frames": by_series, "warnings": confounds}},
             "training": {"settings": _settings_dict(s), "seconds": history.seconds,
                          "history": history.phases, "started": started.isoformat()},
             "golden": golden,

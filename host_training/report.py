@@ -151,5 +151,19 @@ def write_report(out: Path, manifest: dict) -> None:
         "![curves](training_curves.png) ![confusion](confusion_matrix.png)",
         "",
         *open_set_section(manifest),
+        *series_section(ds.get("series")),
     ]
     (out / "report.md").write_text("\n".join(lines))
+
+
+def series_section(series: dict | None) -> list[str]:
+    """Training frames per photo series and class, with the shortcut warnings."""
+    if not series or len(series["frames"]) < 2:
+        return []
+    classes = sorted({c for row in series["frames"].values() for c in row})
+    lines = ["## Training frames by photo series", "",
+             "| series | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
+    for sr, row in sorted(series["frames"].items()):
+        lines.append(f"| {sr} | " + " | ".join(str(row.get(c, 0)) for c in classes) + " |")
+    lines += ["", *(f"**Warning**: {w}." for w in series["warnings"])]
+    return lines

@@ -87,6 +87,35 @@ def series_of(path: str) -> str:
     return "other"
 
 
+def series_by_class(series: list[str], labels: list[int] | np.ndarray,
+                    names: list[str] | tuple[str, ...], min_frames: int = 20,
+                    min_share: float = 0.95) -> tuple[dict[str, dict[str, int]], list[str]]:
+    """Frames per photo series and class, and a warning for each series that holds (almost)
+    only one class while the dataset has several.
+
+    Such a series is a shortcut the model can learn: the camera, background and light of the
+    series stand for the class. The banknote dataset has one (its `hand` series is only
+    100000_vnd): trained without the `table` series, the flagship recipe ranked 66 of the
+    table's 208 photos first as 100000_vnd, a class the table series does not even hold —
+    consistent with it having learnt a phone photo's look as that note. The fix is in the
+    data (photograph every class in every setting); the warning says where."""
+    counts: dict[str, dict[str, int]] = {}
+    for sr, lb in zip(series, labels, strict=True):
+        row = counts.setdefault(sr, {})
+        row[names[int(lb)]] = row.get(names[int(lb)], 0) + 1
+    warnings = []
+    if len({c for row in counts.values() for c in row}) > 1 and len(counts) > 1:
+        for sr, row in sorted(counts.items()):
+            total = sum(row.values())
+            top, n = max(row.items(), key=lambda kv: kv[1])
+            if total >= min_frames and n / total >= min_share:
+                warnings.append(
+                    f"photo series '{sr}' is {n / total:.0%} {top} ({total} frames): the model "
+                    f"can learn that series' camera and scene as {top}; add the other classes "
+                    f"photographed the same way, or {top} in the other settings")
+    return counts, warnings
+
+
 @dataclass
 class Pool:
     """Training samples beyond the whole frames: images at the model's size, their class

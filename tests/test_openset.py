@@ -22,6 +22,7 @@ from device.tools import synthetic
 from host_training import calibrate
 from host_training.augment import augment, augment_batch, paste
 from host_training.dataset import DatasetError
+from host_training.report import series_section
 from host_training.samples import (
     BACKGROUND,
     CROP,
@@ -31,6 +32,7 @@ from host_training.samples import (
     jigsaw,
     mine,
     read_boxes,
+    series_by_class,
     series_of,
 )
 from host_training.settings import Augment
@@ -166,6 +168,22 @@ def test_series_from_file_names():
     assert series_of("IMG_5316-Copy_jpg.rf.abc.jpg") == "table"
     assert series_of("20250210_111952_018_jpg.rf.92.jpg") == "hand"
     assert series_of("photo.jpg") == "other"
+
+
+def test_a_series_that_holds_one_class_is_named_as_a_shortcut():
+    names = ["100000_vnd", "10000_vnd", "50000_vnd"]
+    # the banknote dataset's shape: a phone series of one note, webcam frames of every note
+    series = ["hand"] * 150 + ["webcam"] * 90 + ["table"] * 10
+    labels = [0] * 150 + [0, 1, 2] * 30 + [1] * 10
+    frames, warnings = series_by_class(series, labels, names)
+    assert frames["hand"] == {"100000_vnd": 150}
+    assert frames["webcam"] == {"100000_vnd": 30, "10000_vnd": 30, "50000_vnd": 30}
+    assert len(warnings) == 1 and "'hand' is 100% 100000_vnd (150 frames)" in warnings[0]
+    # a few frames are not a series worth warning about; one class everywhere is no shortcut
+    assert series_by_class(["a"] * 5 + ["b"] * 6, [0] * 5 + [1] * 6, names)[1] == []
+    assert series_by_class(["a"] * 30 + ["b"] * 30, [0] * 60, names)[1] == []
+    report = series_section({"frames": frames, "warnings": warnings})
+    assert "| hand | 150 | 0 | 0 |" in report and any("**Warning**" in ln for ln in report)
 
 
 def _note_frames(root, per_class, seed):
