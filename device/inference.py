@@ -105,6 +105,12 @@ class TFLiteClassifier:
         inputs = interpreter.get_input_details()
         outputs = interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != len(bundle.outputs):
+            if bundle.input is None:  # a bare .tflite: nothing says what a second output is
+                raise ModelError(
+                    f"{bundle.root}: the model has {len(inputs)} input(s) and {len(outputs)} "
+                    "output(s); a bare .tflite is taken as one image in, class scores out. "
+                    "Give the bundle folder `coral-train train` wrote (its manifest names "
+                    "the outputs and the operating point) instead of the file")
             raise ModelError(
                 f"{bundle.root}: the model has {len(inputs)} input(s) and {len(outputs)} "
                 f"output(s); this bundle declares 1 input and {len(bundle.outputs)} "

@@ -103,9 +103,17 @@ def test_huge_label_id_is_refused_at_once(tmp_path):
 
 @pytest.mark.train
 def test_model_with_an_undeclared_second_output_is_refused(tmp_path):
-    root = with_model(tmp_path, "two", tiny_tflite(outputs=2))
+    model = tiny_tflite(outputs=2)
+    root = with_model(tmp_path, "two", model)
     with pytest.raises(ModelError, match="2 output"):
         create_classifier(load_bundle(root), "cpu")
+    # the same model as a bare file (an open-world export taken out of its bundle)
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(model)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\nc\nd\n")
+    with pytest.raises(ModelError, match="Give the bundle folder"):
+        create_classifier(load_bundle(bare, labels), "cpu")
 
 
 @pytest.mark.train
