@@ -173,6 +173,13 @@ def test_the_page_costs_far_less_than_a_tenth_of_a_millisecond_per_frame():
     assert cost["added_ns"] < 100_000, cost  # 0.1 ms; measured ~1 µs
 
 
+def test_live_summary_has_the_same_keys_before_the_first_frame():
+    from device.web.live import LiveHub
+
+    # a page or a test polling /api/live from the start reads regions before a frame exists
+    assert LiveHub().summary() == {"seq": None, "rois": [], "regions": {}, "top_k": []}
+
+
 def test_hash_tool_prints_a_hash_the_config_accepts():
     r = subprocess.run([sys.executable, "-m", "device.web.auth"], input="pa55 word\n",
                        capture_output=True, text=True, cwd=ROOT, timeout=30)

@@ -109,7 +109,7 @@ class LiveHub:
     def summary(self) -> dict[str, Any]:
         latest = self.latest
         if latest is None:
-            return {"seq": None, "rois": self.rois, "top_k": []}
+            return {"seq": None, "rois": self.rois, "regions": {}, "top_k": []}  # same keys
         v = latest.verdict
         regions = {name: [{"label": k.label, "score": round(k.score, 4)} for k in top]
                    for name, top in self.regions.items()}
