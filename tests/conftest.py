@@ -125,14 +125,23 @@ class Recorder:
         return [json.loads(p) for p in self.on(suffix)]
 
     def wait_for(self, predicate, timeout: float = 30.0, what: str = "") -> None:
+        """Wait until `predicate(self)` holds. A predicate that indexes messages not there
+        yet (IndexError, KeyError) means "not yet"; the last such error is in the timeout."""
         deadline = time.monotonic() + timeout
+        missing = None
         with self.cond:
-            while not predicate(self):
+            while True:
+                try:
+                    if predicate(self):
+                        return
+                except LookupError as exc:
+                    missing = exc
                 left = deadline - time.monotonic()
                 if left <= 0:
                     topics = sorted({t for t, _, _ in self.messages})
                     raise AssertionError(f"timed out waiting for {what or predicate}; "
-                                         f"got topics {topics}")
+                                         f"got topics {topics}"
+                                         + (f"; last lookup error {missing!r}" if missing else ""))
                 self.cond.wait(min(left, 0.2))
 
     def close(self) -> None:

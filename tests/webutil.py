@@ -74,10 +74,17 @@ def get_json(url: str, **kw) -> dict:
 
 
 def wait_until(predicate, timeout: float = 30, what: str = ""):
+    """The predicate's first truthy value. A lookup into a page's JSON that is not there yet
+    (KeyError, IndexError) means "not yet"; the last such error is in the timeout."""
     deadline = time.monotonic() + timeout
+    missing = None
     while time.monotonic() < deadline:
-        got = predicate()
+        try:
+            got = predicate()
+        except LookupError as exc:
+            got, missing = None, exc
         if got:
             return got
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
+    raise AssertionError(f"timed out waiting for {what or predicate}"
+                         + (f"; last lookup error {missing!r}" if missing else ""))
