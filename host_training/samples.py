@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,21 +100,20 @@ def series_by_class(series: list[str], labels: list[int] | np.ndarray,
     table's 208 photos first as 100000_vnd, a class the table series does not even hold —
     consistent with it having learnt a phone photo's look as that note. The fix is in the
     data (photograph every class in every setting); the warning says where."""
-    counts: dict[str, dict[str, int]] = {}
+    counts: dict[str, Counter[str]] = {}
     for sr, lb in zip(series, labels, strict=True):
-        row = counts.setdefault(sr, {})
-        row[names[int(lb)]] = row.get(names[int(lb)], 0) + 1
+        counts.setdefault(sr, Counter())[names[int(lb)]] += 1
     warnings = []
     if len({c for row in counts.values() for c in row}) > 1 and len(counts) > 1:
         for sr, row in sorted(counts.items()):
-            total = sum(row.values())
-            top, n = max(row.items(), key=lambda kv: kv[1])
+            total = row.total()
+            top, n = row.most_common(1)[0]
             if total >= min_frames and n / total >= min_share:
                 warnings.append(
                     f"photo series '{sr}' is {n / total:.0%} {top} ({total} frames): the model "
                     f"can learn that series' camera and scene as {top}; add the other classes "
                     f"photographed the same way, or {top} in the other settings")
-    return counts, warnings
+    return {sr: dict(row) for sr, row in counts.items()}, warnings
 
 
 @dataclass
