@@ -56,6 +56,9 @@ class OperatingPoint(BaseModel):
     unknown_labels: list[str] = Field(default_factory=list,
                                       description="labels of a trained 'other' class: never "
                                                   "accepted")
+    refused_labels: list[str] = Field(
+        default_factory=list, description="notes the model learned in order to refuse them "
+        "(`coral-train train --refuse`): recognised, never accepted; an event `refused`")
     ood: OodRule | None = None
 
     @property
