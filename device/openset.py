@@ -78,6 +78,38 @@ class Verdict:
     accepted: bool
     ood_score: float | None
     reason: str  # accepted | background | unknown | below_threshold | out_of_distribution
+    #              | refused | not_in_accept_list | margin
+
+    @property
+    def verdict(self) -> str:
+        """The one vocabulary every surface shows: accepted, refused (a known note switched
+        off or learned in order to refuse it: hand it back), empty (the slot's background)
+        or unknown (not recognised)."""
+        if self.accepted:
+            return "accepted"
+        if self.reason in ("refused", "not_in_accept_list"):
+            return "refused"
+        if self.reason == "background":
+            return "empty"
+        return "unknown"
+
+    @property
+    def explanation(self) -> str:
+        """The reason in plain language, for the web page and the CLI."""
+        return REASONS.get(self.reason, self.reason)
+
+
+REASONS = {
+    "accepted": "accepted",
+    "background": "nothing in the slot",
+    "unknown": "recognised as something that is not a note we take",
+    "below_threshold": "not sure enough what this is",
+    "margin": "too close between two classes",
+    "out_of_distribution": "does not look like anything the model was taught",
+    "refused": "a note this machine refuses",
+    "not_in_accept_list": "a known note this machine is set not to accept",
+    "foreign_object": "something is in the slot, but not a note we know",
+}
 
 
 def ood_score(rule: OodRule, scores: np.ndarray, outputs: Sequence[np.ndarray],
