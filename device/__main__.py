@@ -106,7 +106,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from device.bundle import load_bundle
     from device.images import decode_image
     from device.inference import create_classifier
-    from device.openset import fallback_point, judge, operating_point, read_outputs
+    from device.openset import fallback_point, operating_point, read_outputs
+    from device.policy import judge
 
     bundle = load_bundle(args.model, args.labels)
     clf = create_classifier(bundle, args.backend, allow_cpu_fallback=True,
@@ -134,10 +135,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
         total = (time.perf_counter() - t0) * 1e3
         result = messages.Result(seq, time.time(), c, (t1 - t0) * 1e3, total)
         payload = messages.result_payload(result, model, clf.backend)
-        ood = None if verdict.ood_score is None else round(verdict.ood_score, 5)
+        ood = verdict.ood_score  # unrounded: re-deciding from it must agree with accepted
         if args.json:
             print(json.dumps({"image": str(path), **payload, "accepted": verdict.accepted,
-                              "ood_score": ood, "reason": verdict.reason}), flush=True)
+                              "ood_score": ood, "reason": verdict.reason,
+                              "verdict": verdict.verdict}), flush=True)
         else:
             ranked = ", ".join(f"{k.label} {k.score:.3f}" for k in c.top_k) or "(no class)"
             answer = "accepted" if verdict.accepted else f"rejected: {verdict.reason}"

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from device.errors import ConfigError
+from device.openset import DEFAULT_THRESHOLD
 from device.regions import RoiConfig, TriggerConfig
 from device.sections import (
     HomeAssistantConfig,
@@ -179,8 +180,9 @@ class DecisionConfig(_Section):
 
     mode: Literal["stream", "event"] = Field(
         "stream", description="stream: a result per frame; event: one event per object.")
-    threshold: float = Field(0.7, ge=0, le=1, description="Top-1 score a frame needs to "
-                             "support its class.")
+    threshold: float = Field(DEFAULT_THRESHOLD, ge=0, le=1, description="Top-1 score a "
+                             "frame needs to support its class (set: overrides the bundle's "
+                             "operating point for every class without its own).")
     background_labels: tuple[str, ...] = Field(
         (), description="Labels meaning 'nothing there' (e.g. an 'empty' slot class).")
     min_frames: int = Field(3, ge=1, le=1000, description="K: supporting frames needed ...")
@@ -192,6 +194,10 @@ class DecisionConfig(_Section):
         (), description="Labels reported as 'unknown' (e.g. a trained 'Other' class).")
     class_thresholds: dict[str, float] = Field(
         default_factory=dict, description="Per-class thresholds overriding `threshold`.")
+    accept: tuple[str, ...] | None = Field(
+        None, description="The classes this machine accepts (unset: every known class). A "
+        "known class not listed is recognised and refused: a `refused` event, the note "
+        "handed back.")
 
     @model_validator(mode="after")
     def _checks(self) -> DecisionConfig:

@@ -1,108 +1,119 @@
-"""From per-frame classifications to one decision per object (pure, no I/O).
+"""From per-frame verdicts to one decision per object (pure, no I/O).
 
-A class becomes an event when it is top-1 with a score >= its threshold in K of the last
-N frames; the decider then latches until the scene is empty again (M frames of a
-background label, or M frames where no class reaches its threshold), so one note passing
-the camera gives exactly one event. With a background class configured, something that
-stays non-background but unsure for K of N frames becomes one `unknown` event: a
-counterfeit or a foreign object in the slot.
+The decider never applies a threshold: ``device.policy.judge`` has already said of each
+frame whether it is accepted, refused, empty or unsure. A class becomes an event when K
+of the last N frames vote for it (accepted, or refused: a `refused` event, the note to
+hand back); the decider then latches until the scene is empty again (M frames of the
+background class; without one, M frames that are not accepted), so one note passing the
+camera gives exactly one event. With a background class, something that stays in view but
+unsure for K of N frames becomes one `unknown` event carrying its best guess and why:
+a counterfeit, an untaught note or a foreign object in the slot.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
+from collections import Counter, deque
+from dataclasses import dataclass
 
-from device.processing import Class
+from device.openset import Verdict
 
 UNKNOWN = "unknown"
-_BACKGROUND = object()
-_UNSURE = object()
+REFUSED_PREFIX = "refused:"  # count key of a refused class: 'refused:1000_vnd'
+_BACKGROUND = "\x00background"
+_UNSURE = "\x00unsure"
 
 
 @dataclass(frozen=True)
-class DecisionRules:
-    threshold: float = 0.7
-    background_labels: tuple[str, ...] = ()
+class Voting:
+    """How many frames make a decision: K of the last N, and M empty frames to re-arm."""
+
     min_frames: int = 3  # K
     window: int = 5  # N
     empty_frames: int = 3  # M
-    margin: float = 0.0  # top-1 minus top-2 below this is unsure
-    unknown_labels: tuple[str, ...] = ()  # e.g. a trained "Other" class
-    class_thresholds: dict[str, float] = field(default_factory=dict)
+    unknown_events: bool = True  # unsure objects become `unknown` events (needs a background)
 
 
 @dataclass(frozen=True)
 class Event:
     event_id: str
-    label: str
+    label: str  # the class; 'unknown' when nothing was recognised
     score: float
     frames: int
     first_ts: float
     last_ts: float
+    verdict: str = "accepted"  # accepted | refused | unknown
+    reason: str = "accepted"  # the judge's reason (most frequent among the frames)
+    guess: str | None = None  # unknown: the most frequent top-1 class among the frames
+    guess_score: float | None = None  # ... and its best score
+
+    @property
+    def count_key(self) -> str:
+        """What the counters count: the class, 'unknown', or 'refused:<class>'."""
+        return REFUSED_PREFIX + self.label if self.verdict == "refused" else self.label
+
+
+def _vote(v: Verdict) -> str:
+    if v.accepted:
+        return v.label
+    if v.verdict == "refused":
+        return REFUSED_PREFIX + v.label
+    if v.verdict == "empty":
+        return _BACKGROUND
+    if v.reason == "unknown":  # a trained 'other' class: recognised as not ours
+        return UNKNOWN
+    return _UNSURE
 
 
 class Decider:
-    """Feed it every classified frame; it returns an Event when an object is decided."""
+    """Feed it every judged frame; it returns an Event when an object is decided."""
 
-    def __init__(self, rules: DecisionRules):
-        self.rules = rules
-        self.votes: deque = deque(maxlen=rules.window)
+    def __init__(self, voting: Voting):
+        self.voting = voting
+        self.votes: deque[tuple[str, Verdict, float]] = deque(maxlen=voting.window)
         self.latched = False
         self.empty_run = 0
 
-    def _vote(self, top: tuple[Class, ...]):
-        r = self.rules
-        if not top:
-            return _UNSURE
-        best = top[0]
-        if best.label in r.background_labels:
-            return _BACKGROUND
-        second = top[1].score if len(top) > 1 else 0.0
-        threshold = r.class_thresholds.get(best.label, r.threshold)
-        if best.score < threshold or best.score - second < r.margin:
-            return _UNSURE
-        return UNKNOWN if best.label in r.unknown_labels else best.label
+    def _is_empty(self, vote: str) -> bool:
+        if self.voting.unknown_events:
+            return vote == _BACKGROUND
+        return vote in (_BACKGROUND, _UNSURE)
 
-    def _is_empty(self, vote) -> bool:
-        if self.rules.background_labels:
-            return vote is _BACKGROUND
-        return vote is _UNSURE
-
-    def update(self, top: tuple[Class, ...], ts: float,
-               out_of_distribution: bool = False) -> Event | None:
-        """Feed one frame; `out_of_distribution` (the bundle's OOD rule rejected it) makes
-        its vote unsure: enough such frames give an `unknown` event, never a value."""
-        vote = self._vote(top)
-        if out_of_distribution and vote is not _BACKGROUND:
-            vote = _UNSURE
-        score = top[0].score if top else 0.0
+    def update(self, verdict: Verdict, ts: float) -> Event | None:
+        """Feed one frame's verdict; an Event when this frame decides an object."""
+        vote = _vote(verdict)
         self.empty_run = self.empty_run + 1 if self._is_empty(vote) else 0
         if self.latched:
-            if self.empty_run >= self.rules.empty_frames:
+            if self.empty_run >= self.voting.empty_frames:
                 self.latched = False
                 self.votes.clear()
             return None
-        self.votes.append((vote, score, ts))
-        k = self.rules.min_frames
-        counts: dict = {}
-        for v, _, _ in self.votes:
-            counts[v] = counts.get(v, 0) + 1
-        decided = None
-        for v, n in counts.items():
-            if isinstance(v, str) and n >= k:
-                decided = v
-                break
-        if decided is None and self.rules.background_labels and counts.get(_UNSURE, 0) >= k:
-            decided = UNKNOWN
+        self.votes.append((vote, verdict, ts))
+        counts = Counter(v for v, _, _ in self.votes)
+        k = self.voting.min_frames
+        decided = next((v for v, n in counts.items()
+                        if n >= k and v not in (_BACKGROUND, _UNSURE)), None)
+        if decided is None and self.voting.unknown_events and counts[_UNSURE] >= k:
+            decided = _UNSURE
         if decided is None:
             return None
-        # an unknown decided by unsure frames is supported by those frames
-        match = decided if counts.get(decided, 0) >= k else _UNSURE
-        support = [(s, t) for v, s, t in self.votes if v == match]
+        support = [(v, t) for key, v, t in self.votes if key == decided]
         self.latched = True
         self.empty_run = 0
         self.votes.clear()
-        return Event(uuid.uuid4().hex, decided, max(s for s, _ in support), len(support),
-                     support[0][1], support[-1][1])
+        return _event(decided, support)
+
+
+def _event(decided: str, support: list[tuple[Verdict, float]]) -> Event:
+    frames = [v for v, _ in support]
+    first, last = support[0][1], support[-1][1]
+    reason = Counter(v.reason for v in frames).most_common(1)[0][0]
+    if decided in (_UNSURE, UNKNOWN):
+        guess = Counter(v.label for v in frames).most_common(1)[0][0]
+        guess_score = max(v.score for v in frames if v.label == guess)
+        return Event(uuid.uuid4().hex, UNKNOWN, guess_score, len(frames), first, last,
+                     "unknown", reason, guess, guess_score)
+    label = decided.removeprefix(REFUSED_PREFIX)
+    verdict = "refused" if decided.startswith(REFUSED_PREFIX) else "accepted"
+    return Event(uuid.uuid4().hex, label, max(v.score for v in frames), len(frames), first,
+                 last, verdict, reason)

@@ -65,7 +65,7 @@ class Inference:
     extra: tuple[np.ndarray, ...] = ()  # further outputs, dequantized (e.g. OOD similarities)
 
     def outputs(self) -> list[np.ndarray]:
-        """Every output dequantized, in the model's order: what openset.judge() takes."""
+        """Every output dequantized, in the model's order: what policy.judge() takes."""
         p = self.postprocess
         return [processing.dequantize(self.raw, p.scale, p.zero_point).reshape(-1),
                 *self.extra]

@@ -64,7 +64,11 @@ class ResultPayload(_Payload):
     ood_score: float | None = Field(None, description="the bundle's out-of-distribution "
                                     "score (higher = less like the training data)")
     reason: str | None = Field(None, description="why: accepted, background, unknown, "
-                               "below_threshold or out_of_distribution")
+                               "below_threshold, margin, out_of_distribution, refused or "
+                               "not_in_accept_list")
+    verdict: Literal["accepted", "refused", "unknown", "empty"] | None = Field(
+        None, description="the reason in one word: accepted; refused (a known note this "
+        "machine hands back); empty (nothing in the slot); unknown (not recognised)")
     roi: str | None = Field(None, description="the region of interest this result is for "
                             "(absent or null without [[camera.roi]])")
 
@@ -138,11 +142,21 @@ class EventPayload(_Payload):
     seq: int = Field(ge=1, description="gap-free across restarts: a consumer can prove "
                      "nothing is missing")
     device_id: str
-    label: str
+    label: str = Field(description="the class decided; 'unknown' when nothing was "
+                       "recognised (see guess)")
     score: float
     frames: int = Field(ge=1)
     first_ts: float
     last_ts: float
+    verdict: Literal["accepted", "refused", "unknown"] = Field(
+        "accepted", description="accepted: take the note; refused: a known note this machine "
+        "does not take (hand it back); unknown: not recognised (hand it back)")
+    reason: str = Field("accepted", description="why, as the frames' judge said it: "
+                        "accepted, refused, not_in_accept_list, below_threshold, margin, "
+                        "out_of_distribution, unknown")
+    guess: str | None = Field(None, description="unknown: the class the frames looked most "
+                              "like, and its best score in guess_score")
+    guess_score: float | None = None
     model: ModelInfo = Field(description="the model that classified the frames")
     roi: str = Field("", description="the region of interest the object was seen in "
                      "('' without [[camera.roi]])")
@@ -214,9 +228,10 @@ def result_payload(result: Result, model: dict[str, str], backend: str,
                            postprocess=round(c.postprocess_ms, 3),
                            total=round(result.total_ms, 3)),
         accepted=verdict.accepted if verdict is not None else None,
-        ood_score=(round(verdict.ood_score, 5) if verdict is not None
-                   and verdict.ood_score is not None else None),
+        # unrounded: a controller re-deciding from the published number must agree
+        ood_score=verdict.ood_score if verdict is not None else None,
         reason=verdict.reason if verdict is not None else None,
+        verdict=verdict.verdict if verdict is not None else None,
         roi=roi or None).model_dump(exclude_none=False)
 
 
@@ -225,6 +240,9 @@ def event_payload(event: Event, model: dict[str, str], device_id: str,
     return EventPayload(event_id=event.event_id, seq=seq, device_id=device_id, roi=roi,
                         label=event.label, score=round(event.score, 5), frames=event.frames,
                         first_ts=round(event.first_ts, 3), last_ts=round(event.last_ts, 3),
+                        verdict=event.verdict, reason=event.reason, guess=event.guess,
+                        guess_score=(None if event.guess_score is None
+                                     else round(event.guess_score, 5)),
                         model=ModelInfo(**model)).model_dump()
 
 

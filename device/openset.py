@@ -2,9 +2,10 @@
 
 A bundle's manifest carries its operating point in a ``decision`` section, chosen by the
 trainer on validation data: a score threshold per class, the labels that are never
-accepted (background, unknown) and an out-of-distribution rule. ``judge()`` applies it to
-the model's dequantized outputs; the daemon, ``coral-classifier classify`` and
-``coral-train evaluate`` all call it, so a frame is accepted by one definition.
+accepted (background, unknown, refused) and an out-of-distribution rule.
+``device.policy`` resolves it with the device config into one Policy, and its ``judge()``
+is the only function that decides a frame (the daemon, ``coral-classifier classify`` and
+``coral-train evaluate`` all call it).
 
 OOD scores (larger = less like anything the model was trained on):
 
@@ -18,7 +19,6 @@ OOD scores (larger = less like anything the model was trained on):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -125,44 +125,6 @@ def ood_score(rule: OodRule, scores: np.ndarray, outputs: Sequence[np.ndarray],
         raise ValueError(f"OOD output {rule.output} has {sims.shape[0]} values for "
                          f"{scores.shape[0]} classes")
     return 1.0 - float(sims[top])
-
-
-def judge(point: OperatingPoint, labels: Sequence[str],
-          outputs: Sequence[np.ndarray]) -> Verdict:
-    """Decide whether a frame is accepted as its top-1 class.
-
-    Args:
-        point: the bundle's operating point (``operating_point(manifest)`` or the default).
-        labels: the model's labels, id order.
-        outputs: the model's output tensors dequantized to float32, in the model's output
-            order; ``outputs[0]`` holds the class scores.
-
-    Returns:
-        The top-1 label and score, whether it is accepted, the OOD score (None without an
-        OOD rule) and the reason. Background and unknown labels are never accepted; any
-        other top-1 is accepted when it reaches its class threshold and passes the OOD rule.
-    """
-    if not outputs:
-        raise ValueError("judge() needs the model's outputs; got none")
-    scores = np.asarray(outputs[0], np.float32).reshape(-1)
-    if scores.shape[0] != len(labels):
-        raise ValueError(f"{scores.shape[0]} scores for {len(labels)} labels")
-    top = int(np.argmax(scores))
-    label, score = labels[top], float(scores[top])
-    ood = None
-    if point.ood is not None:
-        ood = ood_score(point.ood, scores, outputs, top)
-    if label in point.background_labels:
-        return Verdict(label, score, False, ood, "background")
-    if label in point.unknown_labels:
-        return Verdict(label, score, False, ood, "unknown")
-    if score < point.class_thresholds.get(label, point.threshold):
-        return Verdict(label, score, False, ood, "below_threshold")
-    if ood is not None and point.ood is not None:
-        limit = point.ood.class_thresholds.get(label, point.ood.threshold)
-        if not math.isfinite(ood) or ood > limit:
-            return Verdict(label, score, False, ood, "out_of_distribution")
-    return Verdict(label, score, True, ood, "accepted")
 
 
 def operating_point(manifest: dict[str, Any]) -> OperatingPoint | None:

@@ -34,6 +34,8 @@ class RoiConfig(_Section):
                                     "threshold (else decision.threshold / the bundle's).")
     class_thresholds: dict[str, float] = Field(default_factory=dict, description="This "
                                                "region's per-class thresholds.")
+    accept: tuple[str, ...] | None = Field(None, description="The classes this region "
+                                           "accepts (else decision.accept; unset: all).")
 
     @model_validator(mode="after")
     def _checks(self) -> RoiConfig:

@@ -3,7 +3,7 @@
 The int8 model's outputs on the validation frames and negatives give: the OOD threshold
 (the share `ood_keep` of correctly classified notes passes it), then per class the lowest
 score threshold whose false-accept rate (non-members accepted as the class, negatives
-included) stays within `max_false_accept`. Every figure goes through device.openset.judge,
+included) stays within `max_false_accept`. Every figure goes through device.policy.judge,
 the function the daemon and `coral-classifier classify` use.
 """
 
@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from device.openset import OodRule, OperatingPoint, Verdict, judge
+from device.openset import OodRule, OperatingPoint, Verdict
+from device.policy import judge
 
 log = logging.getLogger(__name__)
 MIN_CLASS_THRESHOLD = 0.6  # below this a top-1 is a coin toss between classes, whatever

@@ -47,7 +47,7 @@ def tflite_outputs(clf: TFLiteClassifier, images, desc: str = "int8 eval") -> li
 def evaluate_model(model_path: Path, data: Path | None, labels: Path | None = None,
                    negatives: Path | None = None) -> dict:
     """`coral-train evaluate`: top-1 accuracy, per-class report and confusion matrix, and what
-    the bundle's operating point (device.openset.judge) accepts, on a class-folder dataset
+    the bundle's operating point (device.policy.judge) accepts, on a class-folder dataset
     and/or a folder of negatives."""
     if data is None and negatives is None:
         raise DatasetError("give --data (a class-folder dataset) and/or --negatives (a folder "

@@ -14,10 +14,10 @@ from device.openset import (
     OperatingPoint,
     Verdict,
     fallback_point,
-    judge,
     model_outputs,
     operating_point,
 )
+from device.policy import judge
 from device.tools import synthetic
 from host_training import calibrate
 from host_training.augment import augment, augment_batch, paste

@@ -1,36 +1,20 @@
 """The daemon decides with the bundle's operating point (its manifest `decision` section)
-unless the config sets a key itself; a bundle without one still loads."""
+unless the config or a region sets a key itself; a bundle without one still loads. Stream
+results and events come from the same verdicts (device.policy.judge)."""
 
 from __future__ import annotations
 
 import json
 import shutil
 
+import pytest
+
 from device.bundle import write_manifest
-from device.config import DecisionConfig
-from device.daemon.status import decision_rules
 from device.tools.synthetic import write_sequence
 
 from .conftest import ROOT, Recorder, write_config
 
 DEMO = ROOT / "compiled_models" / "demo-notes"
-
-
-class Spec:
-    def __init__(self, decision):
-        self.manifest_decision = decision
-
-
-def test_config_keys_override_the_bundle_only_where_set():
-    bundle = {"threshold": 0.9, "class_thresholds": {"note_5": 0.99},
-              "background_labels": ["empty"], "unknown_labels": ["other"]}
-    r = decision_rules(DecisionConfig(), Spec(bundle))
-    assert (r.threshold, r.class_thresholds, r.background_labels, r.unknown_labels) == \
-        (0.9, {"note_5": 0.99}, ("empty",), ("other",))
-    r = decision_rules(DecisionConfig(threshold=0.5), Spec(bundle))
-    assert r.threshold == 0.5 and r.class_thresholds == {"note_5": 0.99}
-    r = decision_rules(DecisionConfig(), Spec(None))  # no decision section
-    assert r.threshold == 0.7 and r.background_labels == ()
 
 
 def test_daemon_events_follow_the_bundles_class_thresholds(tmp_path, broker,
@@ -62,3 +46,53 @@ def test_daemon_events_follow_the_bundles_class_thresholds(tmp_path, broker,
         assert [e["label"] for e in rec.json_on("/event")] == ["note_5", "unknown", "note_10"]
     finally:
         rec.close()
+
+
+def _run(tmp_path, broker, daemon_factory, name, mode, replay, **sections):
+    cfg = write_config(tmp_path / f"{name}.toml",
+                       camera={"type": "replay", "source": str(replay), "fps": 50,
+                               "loop": False},
+                       model={"path": str(DEMO), "backend": "cpu"},
+                       mqtt={"host": "127.0.0.1", "port": broker.port, "device_id": name},
+                       decision={"mode": mode, **sections.pop("decision", {})},
+                       state={"dir": str(tmp_path / f"state-{name}")}, **sections)
+    rec = Recorder(broker.port, f"coral-classifier/{name}/#")
+    try:
+        d = daemon_factory(cfg)
+        assert d.proc.wait(60) == 0, d.output()
+        topic = "/result" if mode == "stream" else "/event"
+        rec.wait_for(lambda r: r.json_on("/status")[-1]["state"] == "stopped", 15, "stopped")
+        return rec.json_on(topic)
+    finally:
+        rec.close()
+
+
+@pytest.mark.parametrize("override", ["config", "region"])
+def test_a_config_or_region_threshold_decides_results_and_events_alike(
+        tmp_path, broker, daemon_factory, override):
+    """note_20 needs an unreachable 1.0 (uint8 scores top out at 255/256): in stream mode
+    no note_20 frame is `accepted`, in event mode its pass is an `unknown` event with
+    note_20 as the guess; the other notes are accepted on both surfaces."""
+    replay = tmp_path / "replay"
+    write_sequence(replay, ["note_5", "note_20", "note_10"], gap=4, frames_per_object=5,
+                   seed=11)
+    strict = {"note_20": 1.0}
+    if override == "config":
+        sections = {"decision": {"class_thresholds": strict}}
+    else:  # [[camera.roi]]: write_config's table name "[camera.roi]" gives the array form
+        sections = {"[camera.roi]": {"name": "slot", "x": 0.0, "y": 0.0, "width": 1.0,
+                                     "height": 1.0, "class_thresholds": strict}}
+    results = _run(tmp_path, broker, daemon_factory, f"s-{override}", "stream", replay,
+                   **sections)
+    events = _run(tmp_path, broker, daemon_factory, f"e-{override}", "event", replay,
+                  **sections)
+    by_label = {}
+    for r in results:
+        by_label.setdefault(r["label"], set()).add((r["accepted"], r["verdict"]))
+    assert by_label["note_20"] == {(False, "unknown")}, by_label
+    assert (True, "accepted") in by_label["note_5"] and (True, "accepted") in by_label["note_10"]
+    assert [(e["label"], e["verdict"], e["guess"]) for e in events] == [
+        ("note_5", "accepted", None), ("unknown", "unknown", "note_20"),
+        ("note_10", "accepted", None)]
+    assert events[1]["reason"] == "below_threshold"
+

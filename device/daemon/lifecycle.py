@@ -35,7 +35,7 @@ from device.mqtt.commands import CommandRunner
 from device.mqtt.outbox import Outbox
 from device.mqtt.publisher import MqttPublisher
 from device.mqtt.sender import EventSender
-from device.openset import judge
+from device.policy import DecisionEngine
 from device.triggers import create_trigger
 from device.web import attach as web_attach
 
@@ -67,6 +67,7 @@ class Daemon:
         self.buffer: FrameBuffer | None = None
         self.last_frame: Frame | None = None
         self.metrics = None
+        self.engine = DecisionEngine(cfg.decision, cfg.camera.roi)
 
     # -- setup ---------------------------------------------------------------------------
     def setup(self) -> None:
@@ -262,7 +263,7 @@ class Daemon:
         """The results thread: rank, decide or publish, and record where the time went."""
         frame, spec = done.frame, done.spec
         c = done.inference.classify()
-        verdict = judge(spec.point, spec.labels, done.inference.outputs())
+        verdict = self.engine.judge(spec, frame.roi, done.inference.outputs())
         if frame.seq < 0 and self.web is not None:  # a photo from the web page's upload
             return self.web.backend.uploads.answer(done, c, verdict)
         for tap in self.taps:  # the web page's live view, the capture recorder

@@ -10,6 +10,7 @@ are written once more at the clean stop).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import time
@@ -22,12 +23,13 @@ from device import messages
 from device.daemon.presence import EMPTY, Presence
 from device.daemon.stats import Stats
 from device.daemon.worker import ModelSpec
-from device.decision import Decider, Event
+from device.decision import Decider, Event, Voting
 from device.inference import Classification
 from device.mqtt.outbox import Outbox
 from device.mqtt.publisher import Publisher, Topics
 from device.mqtt.sender import EventSender
 from device.openset import Verdict
+from device.policy import DecisionEngine
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +77,19 @@ class _Unstored:
 
     @property
     def count_key(self) -> str:
-        """Counts are kept per region: '<roi>/<label>' (just the label without regions)."""
-        return f"{self.roi}/{self.event.label}" if self.roi else self.event.label
+        """Counts are kept per region: '<roi>/<key>' (just the key without regions)."""
+        key = self.event.count_key
+        return f"{self.roi}/{key}" if self.roi else key
 
 
 class EventSink:
     """Decider → outbox (event + count in one transaction) → sender, in order."""
 
-    def __init__(self, make_decider: Callable[[str], Decider], outbox: Outbox,
+    def __init__(self, engine: DecisionEngine, voting: Voting, outbox: Outbox,
                  sender: EventSender, publish_counts: Callable[[], None], topics: Topics,
                  device_id: str, stats: Stats, max_unstored: float = 60.0,
                  presence: Presence | None = None):
-        self.make_decider = make_decider  # one decider per region (by name; '' = frame)
+        self.engine, self.voting = engine, voting  # one decider per region ('' = frame)
         self.on_event: list[Callable[[Event], None]] = []  # the web page, doubtful frames
         self.deciders: dict[str, Decider] = {}
         self.outbox, self.sender = outbox, sender
@@ -102,11 +105,13 @@ class EventSink:
         self._next_retry = 0.0
 
     def handle(self, frame, c: Classification, spec: ModelSpec, verdict: Verdict) -> None:
+        unknown_events = self.engine.policy(spec, frame.roi).unknown_events
         decider = self.deciders.get(frame.roi)
-        if decider is None:
-            decider = self.deciders[frame.roi] = self.make_decider(frame.roi)
+        if decider is None or decider.voting.unknown_events != unknown_events:
+            decider = self.deciders[frame.roi] = Decider(
+                dataclasses.replace(self.voting, unknown_events=unknown_events))
         was_latched = decider.latched
-        event = decider.update(c.top_k, frame.ts, verdict.reason == "out_of_distribution")
+        event = decider.update(verdict, frame.ts)
         if self.presence is not None:
             if event is not None:
                 self.presence.set(frame.roi, event.label, frame.ts)
@@ -164,14 +169,11 @@ class EventSink:
 
 
 def make_sink(d) -> Sink:
-    """The daemon's sink for `decision.mode`: events (a decider per region, the rules from
-    the region, the config and the bundle) or a result stream."""
-    from device.daemon.status import decision_rules
-
+    """The daemon's sink for `decision.mode`: events (a decider per region counting the
+    judge's verdicts) or a result stream."""
     dec, st = d.cfg.decision, d.cfg.state
-    rois = {r.name: r for r in d.cfg.camera.roi}
     if dec.mode == "event":
-        return EventSink(lambda roi: Decider(decision_rules(dec, d.spec, rois.get(roi))),
+        return EventSink(d.engine, Voting(dec.min_frames, dec.window, dec.empty_frames),
                          d.outbox, d.sender, d.publish_counts, d.topics, d.device_id,
                          d.stats, st.max_unstored, d.presence)
     return StreamSink(d.publisher, d.topics, d.cfg.mqtt.qos, d.cfg.mqtt.result_max_rate,

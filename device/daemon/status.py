@@ -1,6 +1,6 @@
-"""The status snapshot and the lifecycle's small helpers around it: the decision rules from
-config and bundle, the optional extras (metrics, Home Assistant) fed from the snapshot,
-the snapshot JPEG, and draining the outbox at a clean stop."""
+"""The status snapshot and the lifecycle's small helpers around it: the optional extras
+(metrics, Home Assistant) fed from the snapshot, the snapshot JPEG, and draining the
+outbox at a clean stop."""
 
 from __future__ import annotations
 
@@ -11,10 +11,6 @@ from typing import TYPE_CHECKING, Any
 import cv2
 
 from device import __version__, messages
-from device.config import DecisionConfig
-from device.daemon.worker import ModelSpec
-from device.decision import DecisionRules
-from device.regions import RoiConfig
 
 if TYPE_CHECKING:
     from device.daemon.lifecycle import Daemon
@@ -25,24 +21,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTBOX_WARN = 0.8
-
-
-def decision_rules(d: DecisionConfig, spec: ModelSpec,
-                   roi: RoiConfig | None = None) -> DecisionRules:
-    """The decider's rules: a region's own thresholds, else the config's keys where it
-    sets them, else the bundle's operating point (its `decision` section), else the
-    config's defaults."""
-    point = spec.manifest_decision or {}
-    chosen = {k: getattr(d, k) if k in d.model_fields_set or k not in point else point[k]
-              for k in ("threshold", "background_labels", "unknown_labels",
-                        "class_thresholds")}
-    if roi is not None:
-        if roi.threshold is not None:
-            chosen["threshold"] = roi.threshold
-        chosen["class_thresholds"] = {**chosen["class_thresholds"], **roi.class_thresholds}
-    return DecisionRules(float(chosen["threshold"]), tuple(chosen["background_labels"]),
-                         d.min_frames, d.window, d.empty_frames, d.margin,
-                         tuple(chosen["unknown_labels"]), dict(chosen["class_thresholds"]))
 
 
 def split_counts(counts: dict[str, int], rois: set[str]) -> dict[str, Any]:
