@@ -97,20 +97,24 @@ def broker(tmp_path_factory):
 class Recorder:
     """Subscribes to a topic filter and keeps every message (topic, payload, retain)."""
 
-    def __init__(self, port: int, topic: str = "#"):
+    def __init__(self, port: int, topic: str = "#", client_id: str = ""):
+        """A client_id makes it a controller with a persistent session: it resubscribes
+        after a broker restart and the broker keeps its QoS 1 messages meanwhile."""
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool]] = []
         self.cond = threading.Condition()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=not client_id)
+        self.client.reconnect_delay_set(0.2, 1)
         self.client.on_message = self._on_message
-        connected = threading.Event()
-        self.client.on_connect = lambda c, u, f, rc, p: (c.subscribe(topic, qos=1),
-                                                         connected.set())
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, codes, p: subscribed.set()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
-        assert connected.wait(5), "test subscriber could not connect to mosquitto"
-        time.sleep(0.1)  # let the SUBACK land
+        # messages published after this returns are ours: the broker has sent its SUBACK
+        assert subscribed.wait(10), "test subscriber could not subscribe on mosquitto"
 
     def _on_message(self, client, userdata, msg) -> None:
         with self.cond:
@@ -144,9 +148,33 @@ class Recorder:
                                          + (f"; last lookup error {missing!r}" if missing else ""))
                 self.cond.wait(min(left, 0.2))
 
+    def unique(self, suffix: str) -> dict[str, dict]:
+        """Events by event_id, first arrival kept (a QoS 1 consumer dedupes re-deliveries)."""
+        out: dict[str, dict] = {}
+        for e in self.json_on(suffix):
+            out.setdefault(e["event_id"], e)
+        return out
+
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def wait_until(predicate, timeout: float = 30, what: str = ""):
+    """The predicate's first truthy value, polled. A lookup into data not there yet
+    (KeyError, IndexError) means "not yet"; the last such error is in the timeout."""
+    deadline = time.monotonic() + timeout
+    missing = None
+    while time.monotonic() < deadline:
+        try:
+            got = predicate()
+        except LookupError as exc:
+            got, missing = None, exc
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or predicate}"
+                         + (f"; last lookup error {missing!r}" if missing else ""))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import urllib.request
 
-from .conftest import ROOT
+from .conftest import ROOT, wait_until
 
 PHOTOS = ROOT / "demo" / "banknotes-vnd"
 FLAGSHIP = ROOT / "compiled_models" / "banknotes-vnd"
@@ -36,8 +36,8 @@ def test_make_demo_flagship_photos_and_web_page(tmp_path):
                 # the page serves while the demo runs: a frame of the replay, the event
                 with urllib.request.urlopen(url + "api/live", timeout=10) as r:
                     live = json.loads(r.read())
-                with urllib.request.urlopen(url + "api/events", timeout=10) as r:
-                    events = json.loads(r.read())
+                # the page records the event on its own thread: wait for the page itself
+                events = wait_until(lambda u=url: _nonempty_events(u), 15, "the page's event")
         assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
@@ -49,3 +49,9 @@ def test_make_demo_flagship_photos_and_web_page(tmp_path):
     # file-name order; each photo held 6 frames with an empty (grey) slot between
     assert got[:6] == photos, lines
     assert "availability   stopped" in lines[-2]
+
+
+def _nonempty_events(url: str) -> dict | None:
+    with urllib.request.urlopen(url + "api/events", timeout=10) as r:
+        events = json.loads(r.read())
+    return events if events["events"] else None

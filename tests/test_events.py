@@ -1,10 +1,7 @@
 """Vending/counting: one event per object, nothing lost through broker restarts and SIGKILL,
 counts that survive restarts, and commands."""
 
-import json
 import signal
-import threading
-import time
 
 import jsonschema
 import paho.mqtt.client as mqtt
@@ -13,7 +10,7 @@ import pytest
 from device.messages import load_schema
 from device.tools.synthetic import write_sequence
 
-from .conftest import ROOT, Broker, Recorder, write_config
+from .conftest import ROOT, Broker, DaemonProcess, Recorder, wait_until, write_config
 
 DEMO = ROOT / "compiled_models" / "demo-notes"
 PASSES = ["note_5", "note_10", "note_20", "note_5", "note_20", "note_10", "note_10"]
@@ -63,36 +60,6 @@ def test_event_mode_gives_exactly_the_passes_in_order(tmp_path, broker, daemon_f
         rec.close()
 
 
-class Consumer:
-    """A controller with a persistent session: it misses nothing across broker restarts."""
-
-    def __init__(self, port: int, topic: str):
-        self.events: list[dict] = []
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="controller-1",
-                                  clean_session=False)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.2, 1)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def _on_message(self, client, userdata, msg):
-        with self.lock:
-            self.events.append(json.loads(msg.payload))
-
-    def unique(self) -> dict[str, dict]:
-        with self.lock:
-            out: dict[str, dict] = {}
-            for e in self.events:
-                out.setdefault(e["event_id"], e)
-            return out
-
-    def close(self):
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
 def test_no_event_lost_through_broker_restarts_and_sigkill(tmp_path, daemon_factory):
     """500+ events; the broker is stopped and restarted twice and the daemon is SIGKILLed
     and restarted once: after dedupe by event_id nothing is missing, nothing invented."""
@@ -103,26 +70,30 @@ def test_no_event_lost_through_broker_restarts_and_sigkill(tmp_path, daemon_fact
            "max_queued_messages 100000\n"
     broker = Broker(tmp_path, conf.format(tmp_path))
     port = broker.port
-    consumer = Consumer(port, "coral-classifier/vend-9/event")
-    time.sleep(0.3)
+    consumer = Recorder(port, "coral-classifier/vend-9/event", client_id="controller-1")
     cfg = event_config(tmp_path, replay, port, fps=150, device_id="vend-9",
                        min_frames=2, window=3, empty_frames=2)
 
-    def restart_broker(down: float) -> Broker:
+    def events() -> int:
+        return len(consumer.unique("/event"))
+
+    def restart_broker(d: DaemonProcess, after_events: int) -> None:
+        """Once `after_events` have arrived, stop the broker until the daemon has noticed
+        (its log says it lost the broker), then start it again on the same port."""
         nonlocal broker
+        wait_until(lambda: events() >= after_events, 60, f"{after_events} events")
+        lost = d.output().count("MQTT disconnected")
         broker.proc.send_signal(signal.SIGTERM)  # mosquitto saves its persistence on TERM
         broker.proc.wait(10)
-        time.sleep(down)
+        wait_until(lambda: d.output().count("MQTT disconnected") > lost, 30,
+                   "the daemon noticing the broker is gone")
         broker = Broker.restart(broker)
-        return broker
 
     try:
         d1 = daemon_factory(cfg)
-        time.sleep(2.5)
-        restart_broker(2.0)
-        time.sleep(2.0)
-        restart_broker(1.0)
-        time.sleep(1.5)
+        restart_broker(d1, 40)
+        restart_broker(d1, events() + 40)
+        wait_until(lambda: events() >= 220, 60, "events after two broker restarts")
         d1.proc.send_signal(signal.SIGKILL)
         d1.proc.wait(10)
         d2 = daemon_factory(cfg)  # same state dir: replays its outbox, keeps counting
@@ -131,10 +102,8 @@ def test_no_event_lost_through_broker_restarts_and_sigkill(tmp_path, daemon_fact
         rec.wait_for(lambda r: r.json_on("counts"), 10, "retained counts")
         total = sum(rec.json_on("counts")[-1]["counts"].values())
         rec.close()
-        deadline = time.monotonic() + 30
-        while len(consumer.unique()) < total and time.monotonic() < deadline:
-            time.sleep(0.2)
-        unique = consumer.unique()
+        consumer.wait_for(lambda r: len(r.unique("/event")) >= total, 30, f"{total} events")
+        unique = consumer.unique("/event")
         seqs = sorted(e["seq"] for e in unique.values())
         assert total >= 500, f"only {total} events were decided"
         assert seqs == list(range(1, total + 1)), \
@@ -142,12 +111,13 @@ def test_no_event_lost_through_broker_restarts_and_sigkill(tmp_path, daemon_fact
         assert len(unique) == total  # none invented: one id per seq, as many as counted
         first_arrival = []
         seen = set()
-        for e in consumer.events:
+        arrived = consumer.json_on("/event")
+        for e in arrived:
             if e["event_id"] not in seen:
                 seen.add(e["event_id"])
                 first_arrival.append(e["seq"])
         assert first_arrival == sorted(first_arrival), "events must arrive in order"
-        print(f"{total} events, {len(consumer.events) - total} re-deliveries")
+        print(f"{total} events, {len(arrived) - total} re-deliveries")
     finally:
         consumer.close()
         broker.stop()
@@ -165,8 +135,10 @@ def test_malformed_commands_get_error_replies(tmp_path, broker, daemon_factory, 
     d = daemon_factory(event_config(tmp_path, replay, broker.port, loop=True,
                                     device_id="vend-2", fps=20))
     try:
+        # the daemon subscribes to its commands before it publishes "online" on the same
+        # connection, and the broker handles one client's packets in order: seeing
+        # "online" means a command sent now is delivered
         rec.wait_for(lambda r: r.on("availability")[-1:] == [b"online"], 30, "online")
-        time.sleep(0.5)
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         pub.connect("127.0.0.1", broker.port)
         pub.loop_start()
@@ -208,9 +180,14 @@ def test_pause_resume_reset_counts_and_reload(tmp_path, broker, daemon_factory):
     try:
         rec.wait_for(lambda r: len(r.on("/event")) >= 2, 60, "events")
         assert command("pause") == {"ok": True, "state": "paused"}
-        time.sleep(0.5)
-        n = len(rec.on("/event"))
-        time.sleep(1.5)
+        # frames keep flowing while paused (frames_seen), none is classified: once the
+        # ones in flight are through, a few passes' worth of frames make no event
+        seen = rec.json_on("/status")[-1]["frames_seen"]
+        rec.wait_for(lambda r: r.json_on("/status")[-1]["frames_seen"] >= seen + 20, 30,
+                     "frames seen while paused")
+        n, seen = len(rec.on("/event")), rec.json_on("/status")[-1]["frames_seen"]
+        rec.wait_for(lambda r: r.json_on("/status")[-1]["frames_seen"] >= seen + 40, 30,
+                     "more frames seen while paused")
         assert len(rec.on("/event")) == n, "no events while paused"
         assert rec.json_on("/status")[-1]["state"] == "paused"
         assert command("resume")["ok"]
@@ -244,7 +221,10 @@ def test_commands_can_be_switched_off(tmp_path, broker, daemon_factory):
         pub.connect("127.0.0.1", broker.port)
         pub.loop_start()
         pub.publish("coral-classifier/vend-4/cmd/pause", b"{}", qos=1).wait_for_publish(5)
-        time.sleep(1.5)
+        rec.wait_for(lambda r: r.json_on("/status"), 30, "a status")
+        seen = rec.json_on("/status")[-1]["frames_seen"]
+        rec.wait_for(lambda r: r.json_on("/status")[-1]["frames_seen"] >= seen + 20, 30,
+                     "frames after the command")  # it had every chance to pause
         assert not rec.on("cmd/pause/reply")
         assert rec.json_on("/status")[-1]["state"] == "running"
         pub.loop_stop()

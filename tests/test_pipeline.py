@@ -13,7 +13,7 @@ from device.cameras.base import Frame
 from device.daemon.pipeline import BufferPool, CaptureThread, FrameBuffer, ResultThread, StageTimes
 from device.inference import Postprocess, create_classifier
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, run_cli, wait_until
 
 DEMO = ROOT / "compiled_models" / "demo-notes"
 
@@ -185,7 +185,9 @@ def test_overloaded_live_camera_drops_oldest_and_latency_stays_bounded(tmp_path,
     d.source.live = True  # deliver like a camera: drop-oldest
     t = threading.Thread(target=d.run)
     t.start()
-    time.sleep(3)
+    # a camera faster than the classifier: frames are dropped, not queued
+    wait_until(lambda: d.stats.frames > 50 and d.status().dropped_frames > 0, 60,
+               "50 frames classified with some dropped")
     status = d.status()
     d.request_stop()
     t.join(30)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 from device.tools.demo import free_port, wait_port
 from device.tools.synthetic import NOTES, write_sequence
 
-from .conftest import ROOT, write_config
+from .conftest import ROOT, wait_until, write_config  # noqa: F401 (wait_until: for the web tests)
 
 DEMO = ROOT / "compiled_models" / "demo-notes"
 
@@ -71,20 +70,3 @@ def get_json(url: str, **kw) -> dict:
     status, _, body = http(url, **kw)
     assert status == 200, (status, body[:300])
     return json.loads(body)
-
-
-def wait_until(predicate, timeout: float = 30, what: str = ""):
-    """The predicate's first truthy value. A lookup into a page's JSON that is not there yet
-    (KeyError, IndexError) means "not yet"; the last such error is in the timeout."""
-    deadline = time.monotonic() + timeout
-    missing = None
-    while time.monotonic() < deadline:
-        try:
-            got = predicate()
-        except LookupError as exc:
-            got, missing = None, exc
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or predicate}"
-                         + (f"; last lookup error {missing!r}" if missing else ""))
