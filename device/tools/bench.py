@@ -7,7 +7,7 @@
 3. their ratio, over rounds of raw | pipeline | raw (median round; the faster raw loop of
    each pair is the reference, so a noisy machine cannot flatter it);
 4. the same daemon fed like a camera (paced, drop-oldest): frame-to-publish latency;
-5. peak RSS.
+5. the running daemon's memory: PSS of the daemon and its worker processes.
 On the CPU it runs twice: with a core left for the daemon (the shape of a Pi with a Coral,
 where inference leaves the CPU) and with every core given to the interpreter. The same
 command runs on a Pi with `--backend edgetpu`.
@@ -247,12 +247,17 @@ def main(argv: list[str] | None = None) -> int:
         from device.tools.bench_regions import bench_regions
 
         regions = bench_regions(args, model, frames, still, port, threads[0], run_daemon)
+        from device.tools.bench_memory import daemon_memory
+
+        memory = daemon_memory(model, frames, port, work / "memory")
     finally:
         broker.terminate()
         broker.wait(5)
     summary = {
         "model": bundle.name, "backend": args.backend, "frames": frame_size(frames),
         "cores": len(os.sched_getaffinity(0)), "runs": runs, "regions": regions,
+        # the running daemon (`device run`): PSS of the daemon and its worker processes
+        "daemon_memory": memory,
         # the whole bench process: the daemon plus a second interpreter for the raw loops
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
@@ -261,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nregions and gating ({threads[0]} interpreter thread(s), replay unthrottled):")
     for name, v in regions.items():
         print(f"  {name:<26} " + ", ".join(f"{k} {x}" for k, x in v.items()))
-    print(f"peak RSS {summary['peak_rss_mb']:.0f} MB\n")
+    parts = " + ".join(f"{k} {v:.0f}" for k, v in memory["pss_mb"].items())
+    print(f"running daemon: PSS {memory['total_pss_mb']:.0f} MB ({parts}); "
+          f"this bench process's peak RSS {summary['peak_rss_mb']:.0f} MB\n")
     print(json.dumps(summary))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
