@@ -170,7 +170,7 @@ def test_overloaded_live_camera_drops_oldest_and_latency_stays_bounded(tmp_path,
     queued, so frame-to-publish latency stays a few frames long."""
     from device.config import parse_config
     from device.daemon.lifecycle import Daemon
-    from device.tools.bench import make_frames
+    from device.tools.benchdata import make_frames
 
     flagship = ROOT / "compiled_models" / "banknotes-vnd"  # ~3 ms per invoke here
     make_frames(tmp_path / "frames", 6, 640, 480)

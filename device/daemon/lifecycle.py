@@ -25,7 +25,7 @@ from device.daemon.counts import CountsTopic
 from device.daemon.notify import Notifier
 from device.daemon.pipeline import END, CaptureThread, FrameBuffer, ResultThread, StageTimes
 from device.daemon.presence import Presence
-from device.daemon.reload import reload_model
+from device.daemon.reload import Reloader
 from device.daemon.sinks import EventSink, Sink, make_sink
 from device.daemon.slot import Done, ModelSlot
 from device.daemon.stats import Stats
@@ -54,9 +54,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.stop_event = threading.Event()
         self.paused = threading.Event()
-        self.reload_event = threading.Event()
-        self._reload_nonces: list[str] = []
-        self.reload_nonce = ""
+        self.reloader: Reloader | None = None
         self.updater = None
         self.taps: tuple = ()  # called with each classified frame: web page, capture
         self.web = None
@@ -76,13 +74,9 @@ class Daemon:
         cv2.setNumThreads(1)
         m = self.cfg.model
         self.slot = ModelSlot(LoadRequest.from_config(m), m.inference_timeout, m.load_timeout)
-        self.spec: ModelSpec = self.slot.start()  # loads and self-tests in the worker
-        log.info("model %s v%s (sha256 %s…) on %s via %s", self.spec.name, self.spec.version,
-                 self.spec.sha256[:12], self.spec.backend, self.spec.runtime)
-        from device.daemon.update import read_deploy_nonce
-
-        # a first deploy starts the service: its nonce confirms the model loaded at start
-        self.reload_nonce = read_deploy_nonce(self.cfg.model.path)
+        spec = self.slot.start()  # loads and self-tests in the worker
+        log.info("model %s v%s (sha256 %s…) on %s via %s", spec.name, spec.version,
+                 spec.sha256[:12], spec.backend, spec.runtime)
         st = self.cfg.state
         self.outbox = Outbox(st.resolved_dir() / f"outbox-{self.device_id}.sqlite",
                              st.outbox_max_events, st.outbox_max_bytes)
@@ -105,15 +99,27 @@ class Daemon:
             lambda topic, payload: self.publisher.publish(topic, payload, qos=1, retain=True),
             self.topics.base)
         self.publisher.on_connected.append(self.presence.republish)
-        self.sink: Sink = make_sink(self)
+        self.sink: Sink = make_sink(self.cfg, self.engine, self.outbox, self.sender,
+                                    self.publisher, self.topics, self.counts.publish,
+                                    self.stats, self.presence)
         self.results = ResultThread(self._handle_result, tick=self.sink.tick)
-        status_mod.attach_extras(self)
+        self.status_parts = status_mod.StatusParts(
+            self.device_id, self.source.name, self.cfg.trigger.mode, self.stats,
+            self.publisher, self.outbox, self.slot, self.sink, lambda: self.results.dropped)
+        self.metrics = status_mod.attach_extras(self.cfg, self.publisher, self.status,
+                                                lambda: self.spec, self.device_id)
         self.recorder, self.web = web_attach.attach(self)  # [capture], [web]
-        from device.daemon.update import Updater
+        from device.daemon.update import Updater, read_deploy_nonce
 
+        self.reloader = Reloader(self.cfg.model, self.slot, self.stats, self.notifier,
+                                 lambda r: self.publisher.reply("reload", r),
+                                 self.publish_status)
+        # a first deploy starts the service: its nonce confirms the model loaded at start
+        self.reloader.nonce = read_deploy_nonce(self.cfg.model.path)
         self.updater = Updater(self.cfg.update, self.cfg.model.path, self.request_reload,
                                lambda r: self.publisher.reply("update", r),
                                self.publish_status, self.cfg.model.load_timeout + 30)
+        self.reloader.listeners.append(self.updater.reloaded)
         self.sender.start()
         self.commands.start()
         self.publisher.start()
@@ -132,10 +138,14 @@ class Daemon:
     def publish_counts(self) -> None:
         self.counts.publish()
 
+    @property
+    def spec(self) -> ModelSpec:
+        """The model serving now (the slot's; a reload or a worker restart changes it)."""
+        return self.slot.spec
+
     def request_reload(self, nonce: str = "", reply: bool = True) -> None:
-        if reply:
-            self._reload_nonces.append(nonce)
-        self.reload_event.set()
+        if self.reloader is not None:
+            self.reloader.request(nonce, reply)
 
     def update(self, args: dict[str, Any]) -> dict[str, Any] | None:
         return self.updater.start(args)
@@ -148,8 +158,12 @@ class Daemon:
                                    self.topics["snapshot"])
 
     def status(self):
-        s = status_mod.snapshot_status(self)
-        return s.model_copy(update={"last_event_ts": round(self.stats.last_event_ts, 3)})
+        updating = self.updater is not None and self.updater.state["state"] != "idle"
+        state = "paused" if self.paused.is_set() and self.state == "running" else self.state
+        return status_mod.snapshot_status(self.status_parts, status_mod.Moment(
+            state, self.spec, self.buffer.dropped if self.buffer else 0,
+            self.reloader.nonce if self.reloader else "",
+            self.updater.status() if updating else None))
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> int:
@@ -175,7 +189,9 @@ class Daemon:
             self.stop_event.set()
             self.buffer.close()
             capture.join(5)
-            for done in self.slot.drain(2.0):
+            for done in self.slot.drain(2.0):  # classified: counted like any other frame
+                if done.inference is not None and done.frame.seq >= 0:
+                    self.stats.frame(time.monotonic())
                 self.results.put(done)
             self.results.stop()  # flush queued results before announcing the stop
             self.shutdown()
@@ -185,8 +201,8 @@ class Daemon:
         next_status = time.monotonic() + self.cfg.mqtt.status_interval
         camera_failures = inference_failures = 0
         while not self.stop_event.is_set():
-            if self.reload_event.is_set():
-                self._reload()
+            if self.reloader.event.is_set():
+                self.reloader.run(self.results.put, self._worker_died)
             fatal = getattr(self.sink, "fatal", "")
             if fatal:
                 return 1
@@ -249,15 +265,12 @@ class Daemon:
         """Restart the worker; an exit code when that is not possible or too frequent."""
         self.stats.error("worker", f"{exc}; restarting it", logging.ERROR)
         try:
-            self.spec = self.slot.restart()
+            self.slot.restart()
         except CoralError as err:
             log.error("the inference worker cannot be restarted: %s", err)
             return err.exit_code
         self.publish_status()
         return None
-
-    def _reload(self) -> None:
-        reload_model(self)
 
     def _handle_result(self, done: Done) -> None:
         """The results thread: rank, decide or publish, and record where the time went."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from device import messages
+from device.config import Config
 from device.daemon.presence import EMPTY, Presence
 from device.daemon.stats import Stats
 from device.daemon.worker import ModelSpec
@@ -168,13 +169,15 @@ class EventSink:
             log.critical("%s", self.fatal)
 
 
-def make_sink(d) -> Sink:
+def make_sink(cfg: Config, engine: DecisionEngine, outbox: Outbox, sender: EventSender,
+              publisher: Publisher, topics: Topics, publish_counts: Callable[[], None],
+              stats: Stats, presence: Presence | None = None) -> Sink:
     """The daemon's sink for `decision.mode`: events (a decider per region counting the
     judge's verdicts) or a result stream."""
-    dec, st = d.cfg.decision, d.cfg.state
+    dec = cfg.decision
     if dec.mode == "event":
-        return EventSink(d.engine, Voting(dec.min_frames, dec.window, dec.empty_frames),
-                         d.outbox, d.sender, d.publish_counts, d.topics, d.device_id,
-                         d.stats, st.max_unstored, d.presence)
-    return StreamSink(d.publisher, d.topics, d.cfg.mqtt.qos, d.cfg.mqtt.result_max_rate,
-                      d.stats, d.presence)
+        return EventSink(engine, Voting(dec.min_frames, dec.window, dec.empty_frames),
+                         outbox, sender, publish_counts, topics, topics.device_id, stats,
+                         cfg.state.max_unstored, presence)
+    return StreamSink(publisher, topics, cfg.mqtt.qos, cfg.mqtt.result_max_rate,
+                      stats, presence)

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import cv2
 
 from device import __version__, messages
+from device.daemon.stats import Stats
+from device.daemon.worker import ModelSpec
 
 if TYPE_CHECKING:
-    from device.daemon.lifecycle import Daemon
+    from device.config import Config
+    from device.daemon.slot import ModelSlot
     from device.mqtt.outbox import Outbox
     from device.mqtt.publisher import MqttPublisher
     from device.mqtt.sender import EventSender
@@ -37,66 +42,92 @@ def split_counts(counts: dict[str, int], rois: set[str]) -> dict[str, Any]:
     return {"counts": totals, "by_roi": by_roi}
 
 
-def snapshot_status(d: Daemon) -> messages.StatusPayload:
+@dataclass(frozen=True)
+class StatusParts:
+    """The parts the snapshot reads, passed once by the lifecycle (never the Daemon)."""
+
+    device_id: str
+    camera: str
+    trigger: str
+    stats: Stats
+    publisher: MqttPublisher
+    outbox: Outbox
+    slot: ModelSlot
+    sink: Any  # a Sink; an EventSink adds `unstored` and `failing`
+    results_dropped: Callable[[], int]
+
+
+@dataclass(frozen=True)
+class Moment:
+    """What changes under the lifecycle: its state, the model serving, the last deploy."""
+
+    state: str
+    spec: ModelSpec
+    frames_dropped: int = 0  # the camera buffer's drops
+    reload_nonce: str = ""
+    update: dict[str, Any] | None = None  # the updater's status() when not idle
+
+
+def snapshot_status(p: StatusParts, now: Moment) -> messages.StatusPayload:
     """Everything status, metrics and discovery show, read once (running totals only)."""
-    s = _snapshot(d)
-    if d.updater is None or d.updater.state["state"] == "idle":
-        return s
-    u = d.updater.status()
-    return s.model_copy(update={"update": messages.UpdateStatus(**{
-        k: v for k, v in u.items() if k in messages.UpdateStatus.model_fields})})
-
-
-def _snapshot(d: Daemon) -> messages.StatusPayload:
-    pending, size = d.outbox.depth()
-    fill = d.outbox.fill((pending, size))
-    unstored = len(getattr(d.sink, "unstored", ()))
-    warning = (getattr(d.sink, "failing", "")
+    pending, size = p.outbox.depth()
+    fill = p.outbox.fill((pending, size))
+    unstored = len(getattr(p.sink, "unstored", ()))
+    warning = (getattr(p.sink, "failing", "")
                or (f"outbox {fill:.0%} full ({pending} events unsent)" if fill >= OUTBOX_WARN
-                   else "") or d.outbox.recovered)
-    errors = d.stats.error_counts()
-    errors["publish"] += d.publisher.errors + d.publisher.callback_errors
-    spec = d.spec
-    dropped = ((d.buffer.dropped if d.buffer else 0) + d.results.dropped + d.slot.dropped)
+                   else "") or p.outbox.recovered)
+    stats, pub, spec = p.stats, p.publisher, now.spec
+    errors = stats.error_counts()
+    errors["publish"] += pub.errors + pub.callback_errors
+    update = None
+    if now.update is not None:
+        update = messages.UpdateStatus(**{k: v for k, v in now.update.items()
+                                          if k in messages.UpdateStatus.model_fields})
     return messages.StatusPayload(
-        ts=round(time.time(), 3),
-        state="paused" if d.paused.is_set() and d.state == "running" else d.state,
-        device_id=d.device_id, software=__version__, model=messages.ModelInfo(**spec.info()),
-        backend=spec.backend, runtime=spec.runtime, camera=d.source.name,
-        fps=round(d.stats.fps, 2), uptime_s=round(d.stats.uptime, 1),
-        frames=d.stats.frames, results_published=d.stats.published, dropped_frames=dropped,
-        errors=errors, last_error=d.stats.last_error or d.publisher.last_error or warning,
-        events=d.stats.events, reconnects=max(0, d.publisher.reconnects - 1),
-        worker_restarts=d.slot.restarts, reload_nonce=d.reload_nonce,
-        frames_seen=d.stats.seen, frames_gated=d.stats.gated, trigger=d.cfg.trigger.mode,
+        ts=round(time.time(), 3), state=now.state, device_id=p.device_id,
+        software=__version__, model=messages.ModelInfo(**spec.info()),
+        backend=spec.backend, runtime=spec.runtime, camera=p.camera,
+        fps=round(stats.fps, 2), uptime_s=round(stats.uptime, 1),
+        frames=stats.frames, results_published=stats.published,
+        dropped_frames=now.frames_dropped + p.results_dropped() + p.slot.dropped,
+        errors=errors, last_error=stats.last_error or pub.last_error or warning,
+        events=stats.events, reconnects=max(0, pub.reconnects - 1),
+        worker_restarts=p.slot.restarts, reload_nonce=now.reload_nonce,
+        frames_seen=stats.seen, frames_gated=stats.gated, trigger=p.trigger,
+        last_event_ts=round(stats.last_event_ts, 3), update=update,
         outbox=messages.OutboxStatus(pending=pending, bytes=size, fill=round(fill, 4),
-                                     dropped=d.outbox.dropped, unstored=unstored,
+                                     dropped=p.outbox.dropped, unstored=unstored,
                                      warning=warning))
 
 
-def attach_extras(d: Daemon) -> None:
-    """Prometheus metrics and Home Assistant discovery, when configured."""
-    if d.cfg.metrics.port:
+def attach_extras(cfg: Config, publisher: MqttPublisher,
+                  status: Callable[[], messages.StatusPayload],
+                  spec: Callable[[], ModelSpec], device_id: str):
+    """Prometheus metrics and Home Assistant discovery, when configured; the metrics
+    server (to close at the stop) or None."""
+    metrics = None
+    if cfg.metrics.port:
         from device.daemon.metrics import Metrics
 
-        d.metrics = Metrics(d.status, d.cfg.metrics.port, d.cfg.metrics.address)
-    ha = d.cfg.homeassistant
+        metrics = Metrics(status, cfg.metrics.port, cfg.metrics.address)
+    ha = cfg.homeassistant
     if ha.enabled:
         from device.mqtt.discovery import publish_discovery
 
-        background = set(d.cfg.decision.background_labels)
+        background = set(cfg.decision.background_labels)
 
         def announce() -> None:
-            publish_discovery(d.publisher, d.status(), d.topics.base, d.spec.labels,
+            publish_discovery(publisher, status(), publisher.topics.base, spec().labels,
                               background, ha.discovery_prefix,
-                              [r.name for r in d.cfg.camera.roi],
-                              d.cfg.state.resolved_dir() / f"discovery-{d.device_id}.json")
+                              [r.name for r in cfg.camera.roi],
+                              cfg.state.resolved_dir() / f"discovery-{device_id}.json")
 
-        d.publisher.on_connected.append(announce)
+        publisher.on_connected.append(announce)
         # Home Assistant forgets nothing retained, but re-announce when it restarts
-        d.publisher.subscribe(f"{ha.discovery_prefix}/status",
-                              lambda payload: announce() if payload.strip() == b"online"
-                              else None)
+        publisher.subscribe(f"{ha.discovery_prefix}/status",
+                            lambda payload: announce() if payload.strip() == b"online"
+                            else None)
+    return metrics
 
 
 def snapshot(frame, quality: int, publisher: MqttPublisher, topic: str) -> dict[str, Any]:

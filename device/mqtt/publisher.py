@@ -40,6 +40,7 @@ def state_topic(base: str, roi: str) -> str:
 
 class Topics:
     def __init__(self, prefix: str, device_id: str):
+        self.device_id = device_id
         self.base = f"{prefix}/{device_id}"
         self.availability = f"{self.base}/availability"
         self.status = f"{self.base}/status"

@@ -35,27 +35,11 @@ from device.config import parse_config
 from device.daemon.lifecycle import Daemon
 from device.images import decode_image
 from device.inference import create_classifier
+from device.tools.benchdata import default_model, make_frames
 from device.tools.demo import start_broker
 
 ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger("device.tools.bench")
-
-
-def default_model() -> Path:
-    flagship = ROOT / "compiled_models" / "banknotes-vnd"
-    return flagship if flagship.is_dir() else ROOT / "compiled_models" / "demo-notes"
-
-
-def make_frames(folder: Path, n: int, width: int, height: int) -> None:
-    import cv2
-
-    from device.tools.synthetic import CLASSES, render
-
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        rgb = render(CLASSES[i % len(CLASSES)], rng, width, height)
-        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def raw_invoke(clf, n: int) -> dict:
@@ -231,6 +215,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or any(t < 1 for t in threads):
         ap.error("--rounds and --num-threads must be at least 1")
 
+    summary = measure(args, threads)
+    for run in summary["runs"]:
+        print_table(summary, run)
+    print(f"\nregions and gating ({threads[0]} interpreter thread(s), replay unthrottled):")
+    memory = summary["daemon_memory"]
+    for name, v in summary["regions"].items():
+        print(f"  {name:<26} " + ", ".join(f"{k} {x}" for k, x in v.items()))
+    parts = " + ".join(f"{k} {v:.0f}" for k, v in memory["pss_mb"].items())
+    print(f"running daemon: PSS {memory['total_pss_mb']:.0f} MB ({parts}); "
+          f"this bench process's peak RSS {summary['peak_rss_mb']:.0f} MB\n")
+    print(json.dumps(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+def measure(args: argparse.Namespace, threads: list[int]) -> dict:
+    """Every measurement against one local broker: the runs per thread count, regions and
+    gating, the running daemon's memory."""
     work = Path(tempfile.mkdtemp(prefix="coral-bench-"))
     frames = Path(args.frames) if args.frames else work / "frames"
     if not args.frames:
@@ -261,18 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         # the whole bench process: the daemon plus a second interpreter for the raw loops
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    for run in runs:
-        print_table(summary, run)
-    print(f"\nregions and gating ({threads[0]} interpreter thread(s), replay unthrottled):")
-    for name, v in regions.items():
-        print(f"  {name:<26} " + ", ".join(f"{k} {x}" for k, x in v.items()))
-    parts = " + ".join(f"{k} {v:.0f}" for k, v in memory["pss_mb"].items())
-    print(f"running daemon: PSS {memory['total_pss_mb']:.0f} MB ({parts}); "
-          f"this bench process's peak RSS {summary['peak_rss_mb']:.0f} MB\n")
-    print(json.dumps(summary))
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2))
-    return 0
+    return summary
 
 
 def frame_size(frames: Path) -> str:

@@ -117,7 +117,7 @@ def main() -> int:
     import json
     import tempfile
 
-    from device.tools.bench import default_model, make_frames
+    from device.tools.benchdata import default_model, make_frames
     from device.tools.demo import start_broker
 
     model = Path(sys.argv[1]) if len(sys.argv) > 1 else default_model()

@@ -26,7 +26,8 @@ import numpy as np
 from device.cameras.base import Frame
 from device.config import parse_config
 from device.daemon.lifecycle import Daemon
-from device.tools.bench import default_model, make_frames, process_cpu
+from device.tools.bench import process_cpu
+from device.tools.benchdata import default_model, make_frames
 from device.tools.demo import free_port, start_broker
 from device.web.live import LiveHub
 
