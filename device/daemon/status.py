@@ -104,21 +104,37 @@ def attach_extras(d: Daemon) -> None:
         d.metrics = Metrics(d.status, d.cfg.metrics.port, d.cfg.metrics.address)
     ha = d.cfg.homeassistant
     if ha.enabled:
-        from device.mqtt.discovery import publish_discovery
+        from device.mqtt.discovery import Labels, publish_discovery
 
-        background = set(d.cfg.decision.background_labels)
-
-        def announce() -> None:
-            publish_discovery(d.publisher, d.status(), d.topics.base, d.spec.labels,
-                              background, ha.discovery_prefix,
-                              [r.name for r in d.cfg.camera.roi],
-                              d.cfg.state.resolved_dir() / f"discovery-{d.device_id}.json")
+        def announce() -> None:  # the bundle's roles, read at each announcement (reloads)
+            point, dec = d.spec.point, d.cfg.decision
+            labels = Labels(
+                d.spec.labels,
+                frozenset([*dec.background_labels, *(point.background_labels if point else ())]),
+                frozenset(point.refused_labels if point else ()),
+                frozenset([*dec.unknown_labels, *(point.unknown_labels if point else ())]))
+            publish_discovery(d.publisher, d.status(), d.topics.base, labels,
+                              ha.discovery_prefix, [r.name for r in d.cfg.camera.roi],
+                              d.cfg.state.resolved_dir() / f"discovery-{d.device_id}.json",
+                              d.cfg.decision.mode, web_url(d))
 
         d.publisher.on_connected.append(announce)
         # Home Assistant forgets nothing retained, but re-announce when it restarts
         d.publisher.subscribe(f"{ha.discovery_prefix}/status",
                               lambda payload: announce() if payload.strip() == b"online"
                               else None)
+
+
+def web_url(d: Daemon) -> str:
+    """The web page's address for Home Assistant's "Visit" link ("" without [web])."""
+    web = d.cfg.web
+    if not web.enabled:
+        return ""
+    import socket
+
+    port = getattr(d.web, "server_port", web.port)
+    host = socket.gethostname() if web.address in ("0.0.0.0", "::", "") else web.address
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 def snapshot(frame, quality: int, publisher: MqttPublisher, topic: str) -> dict[str, Any]:
