@@ -206,8 +206,9 @@ def test_event_mode_home_assistant_sees_a_result_and_a_switch(tmp_path, broker,
                        model={"path": str(DEMO), "backend": "cpu"},
                        mqtt={"host": "127.0.0.1", "port": broker.port, "device_id": "ha-ev",
                              "status_interval": 0.5},
-                       decision={"mode": "event", "background_labels": ["empty"]},
-                       homeassistant={"enabled": True})
+                       # no background_labels here: the bundle's own ("empty") must be used
+                       decision={"mode": "event"}, homeassistant={"enabled": True},
+                       web={"enabled": True, "port": 0})
     rec = Recorder(broker.port, "#")
     daemon_factory(cfg)
     try:
@@ -220,10 +221,12 @@ def test_event_mode_home_assistant_sees_a_result_and_a_switch(tmp_path, broker,
             jsonschema.validate(p, SCHEMAS[t.split("/")[1]])
         last = configs[topic]
         rec.wait_for(lambda r: r.on(last["state_topic"]), 60, "an event for Last result")
-        event = json.loads(rec.on(last["state_topic"])[-1])
+        assert json.loads(rec.on(last["state_topic"])[-1])["label"]
         types = configs["homeassistant/event/coral_classifier_ha_ev/decision/config"]
-        assert event["label"] in types["event_types"] + ["unknown"]
-        assert "empty" not in types["event_types"]
+        assert types["event_types"] == ["note_10", "note_20", "note_5", "refused", "unknown"]
+        assert not any("count_empty" in t for t in configs)
+        url = last["device"]["configuration_url"]
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0/"), url
         switch = configs["homeassistant/switch/coral_classifier_ha_ev/paused/config"]
         rec.client.publish(switch["command_topic"], switch["payload_on"], qos=1)
         rec.wait_for(lambda r: json.loads(r.on("/ha-ev/status")[-1])["state"] == "paused",
