@@ -211,7 +211,11 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="coral-classifier",
-        description="Classify camera frames on a Coral Edge TPU and publish results over MQTT.")
+        description="Classify camera frames on a Coral Edge TPU and publish results over MQTT.",
+        epilog="exit codes: 0 ok, 1 runtime failure, 2 bad configuration or arguments, "
+               "3 bad model or bundle, 4 backend unavailable (no Edge TPU / runtime), "
+               "5 camera failure, 6 MQTT broker unreachable or refusing (fleet), "
+               "130 interrupted")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--log_level", "--log-level", dest="log_level",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None,

@@ -90,6 +90,10 @@ def test_compile_advice_fits_the_machine():
 
 
 def test_fleet_exits_6_when_the_broker_is_unreachable():
+    from device.errors import BrokerError, CameraError
+
+    assert BrokerError.exit_code == 6 != CameraError.exit_code
+    assert "6 MQTT broker unreachable" in run_cli("--help", timeout=60).stdout
     r = run_cli("fleet", "--broker", f"127.0.0.1:{free_port()}", timeout=60)
     assert r.returncode == 6
     assert one_line_error(r.stderr).startswith("error: cannot reach the broker")
