@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from device import __version__
-from device.errors import run_command
+from device.errors import ConfigError, ModelError, run_command
 
 log = logging.getLogger("device")
 
@@ -45,13 +45,31 @@ class JournalFormatter(logging.Formatter):
         return text
 
 
-def _setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+class TerminalFormatter(logging.Formatter):
+    """For a person at a terminal: the message alone ("error: ..." for problems), one line,
+    no time or logger name; the traceback only at DEBUG."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            text = f"error: {text}"
+        elif record.levelno >= logging.WARNING:
+            text = f"warning: {text}"
+        if record.exc_info and logging.getLogger().isEnabledFor(logging.DEBUG):
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _setup_logging(level: str = "INFO", fmt: str = "text", command: str = "") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
-    elif os.environ.get("JOURNAL_STREAM"):
+    elif os.environ.get("JOURNAL_STREAM") and command == "run":
         handler.setFormatter(JournalFormatter())
-    else:
+    elif command != "run" or sys.stderr.isatty():
+        # the CLI's commands, and the daemon run by hand: a person reads this
+        handler.setFormatter(TerminalFormatter())
+    else:  # the daemon's log into a file or a pipe: when and where, per line
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -60,10 +78,11 @@ def _setup_logging(level: str = "INFO", fmt: str = "text") -> None:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from device.config import load_config
-    from device.tools.doctor import report, run_checks
+    from device.tools.doctor import config_check, installed_config, report, run_checks
 
-    cfg = load_config(args.config) if args.config else None
-    text, code = report(run_checks(cfg), args.json)
+    path = args.config or installed_config()
+    cfg = load_config(path) if path else None
+    text, code = report([*config_check(args.config, path), *run_checks(cfg)], args.json)
     print(text)
     return code
 
@@ -93,12 +112,39 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from device.bundle import load_bundle
     from device.config import load_config
 
     cfg = load_config(args.config)
-    print(f"{args.config}: OK (camera={cfg.camera.type}, model={cfg.model.path}, "
+    path = Path(cfg.model.path)
+    if not path.exists():
+        raise ConfigError(f"{args.config}: model.path {str(path)!r}: no such file or folder "
+                          "(a bundle folder from `make deploy`, or a .tflite file)")
+    # its manifest, labels and checksums: ModelError (exit 3) naming what is wrong
+    bundle = load_bundle(path, cfg.model.labels or None)
+    print(f"{args.config}: OK (camera={cfg.camera.type}, model={bundle.name} "
+          f"{bundle.version} at {cfg.model.path}, {len(bundle.labels)} classes, "
           f"backend={cfg.model.backend}, broker={cfg.mqtt.host}:{cfg.mqtt.port})")
     return 0
+
+
+def image_files(paths: list[str]) -> list[tuple[Path, str]]:
+    """The images to classify: files as given, folders walked (sorted); with each, "" or
+    why it cannot be read."""
+    from device.images import IMAGE_SUFFIXES
+
+    out: list[tuple[Path, str]] = []
+    for name in paths:
+        p = Path(name)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file()
+                           and f.suffix.lower() in IMAGE_SUFFIXES)
+            out += [(f, "") for f in found] or [(p, "a folder with no image files")]
+        elif not p.exists():
+            out.append((p, "no such file"))
+        else:
+            out.append((p, ""))
+    return out
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -109,7 +155,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from device.openset import fallback_point, operating_point, read_outputs
     from device.policy import judge
 
+    if not Path(args.model).exists():
+        raise ModelError(f"--model {args.model}: no such file or folder")
     bundle = load_bundle(args.model, args.labels)
+    if args.backend == "edgetpu" and bundle.tpu_model is None:
+        raise ModelError(f"{args.model} has no Edge TPU model (model_quant_edgetpu.tflite): "
+                         "run it on the CPU with `--backend cpu`, or compile it on an x86-64 "
+                         "workstation with `coral-train compile`")
     clf = create_classifier(bundle, args.backend, allow_cpu_fallback=True,
                             device=args.device, num_threads=args.num_threads, top_k=args.top_k)
     model = messages.model_info(clf.bundle)
@@ -122,12 +174,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
                     args.model)
         point = fallback_point(clf.bundle.labels)
     failed = 0
-    for seq, path in enumerate(args.images, start=1):
+    for seq, (path, problem) in enumerate(image_files(args.images), start=1):
         t0 = time.perf_counter()
-        image = decode_image(Path(path))
+        image = None if problem else decode_image(path)
         t1 = time.perf_counter()
         if image is None:
-            log.error("%s: not a readable image file; skipped", path)
+            log.error("%s: %s; skipped", path, problem or "not a readable image file")
             failed += 1
             continue
         c = clf.classify(image)
@@ -161,7 +213,11 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="coral-classifier",
-        description="Classify camera frames on a Coral Edge TPU and publish results over MQTT.")
+        description="Classify camera frames on a Coral Edge TPU and publish results over MQTT.",
+        epilog="exit codes: 0 ok, 1 runtime failure, 2 bad configuration or arguments, "
+               "3 bad model or bundle, 4 backend unavailable (no Edge TPU / runtime), "
+               "5 camera failure, 6 MQTT broker unreachable or refusing (fleet), "
+               "130 interrupted")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--log_level", "--log-level", dest="log_level",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None,
@@ -187,16 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--backend", choices=["auto", "edgetpu", "cpu"], default="auto",
                    help="auto (default) uses the Edge TPU when present, else the CPU")
     k.add_argument("--device", default="", help="Edge TPU: usb, usb:N, pci, pci:N")
-    k.add_argument("--num_threads", "--num-threads", dest="num_threads", type=int, default=2)
+    k.add_argument("--num_threads", "--num-threads", dest="num_threads", type=int, default=2,
+                   help="CPU backend threads (default 2)")
     k.add_argument("--json", action="store_true",
                    help="one JSON line per image, with the fields of the MQTT result")
-    k.add_argument("images", nargs="+", help="image files")
+    k.add_argument("images", nargs="+", help="image files or folders (walked)")
     k.set_defaults(func=cmd_classify)
 
     d = sub.add_parser("doctor", help="check this machine's setup; say what is wrong and how "
                                       "to fix it")
     d.add_argument("--config", default=None, help="also check the broker, model and disk of "
-                                                  "this config")
+                   "this config (default: the installed /etc/coral-classifier/config.toml)")
     d.add_argument("--json", action="store_true", help="one JSON object")
     d.set_defaults(func=cmd_doctor)
     f = sub.add_parser("fleet", help="every device on the broker: online/offline, model, "
@@ -215,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level or "INFO", args.log_format)
+    _setup_logging(args.log_level or "INFO", args.log_format, args.command)
     return run_command(args.func, args, log)
 
 

@@ -34,6 +34,13 @@ class CameraError(CoralError):
     exit_code = 5
 
 
+class BrokerError(CoralError):
+    """The MQTT broker cannot be reached or refuses us (`coral-classifier fleet`; the
+    daemon itself keeps reconnecting instead)."""
+
+    exit_code = 6
+
+
 def run_command(func: Callable[..., int], args, log: logging.Logger) -> int:
     """Run a CLI command: a CoralError becomes its message and exit code, Ctrl-C 130."""
     try:

@@ -5,12 +5,37 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import warnings
 from pathlib import Path
 
-from device.errors import run_command
+from device.errors import ModelError, run_command
 
 log = logging.getLogger("host_training")
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's own chatter (C++ INFO/WARNING lines such as node_def_util and
+    oneDNN notices, absl and deprecation warnings) off the user's terminal: set before
+    TensorFlow's first import, which reads them once. TF_CPP_MIN_LOG_LEVEL=0 brings it back."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
+        return
+    for module in ("tensorflow", "keras", "tf_keras", "absl", "h5py", "google.protobuf"):
+        warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")
+        logging.getLogger(module.split(".")[0]).setLevel(logging.ERROR)
+    try:
+        import absl.logging  # TensorFlow's; installed with it
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+
+
+quiet_tensorflow()  # before any command imports TensorFlow
 
 
 def _roi(text: str) -> tuple[float, float, float, float]:
@@ -101,7 +126,17 @@ def cmd_train(a: argparse.Namespace) -> int:
 def cmd_inspect(a: argparse.Namespace) -> int:
     from host_training.tflite_model import inspect_model, load_tflite
 
-    info = inspect_model(load_tflite(a.model))
+    path = Path(a.model)
+    if path.is_dir():  # a bundle: its Edge TPU model when compiled, else the CPU one
+        found = [path / n for n in ("model_quant_edgetpu.tflite", "model_quant.tflite")
+                 if (path / n).is_file()]
+        if not found:
+            raise ModelError(f"{path}: no model_quant_edgetpu.tflite or model_quant.tflite "
+                             "in this folder (is it a bundle?)")
+        path = found[0]
+    elif not path.exists():
+        raise ModelError(f"{path}: no such file")
+    info = inspect_model(load_tflite(path))
     if a.json:
         print(json.dumps(info))
         return 0
@@ -240,10 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--fine_tune_from", "--fine-tune-from", dest="fine_tune_from",
                    help="first base layer to fine-tune, index or name (default 100; 0 "
                         "without pretrained weights)")
-    t.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int)
-    t.add_argument("--learning_rate", "--learning-rate", dest="learning_rate", type=float)
+    t.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int,
+                   help="images per training batch (default 32)")
+    t.add_argument("--learning_rate", "--learning-rate", dest="learning_rate", type=float,
+                   help="head learning rate (default 0.001)")
     t.add_argument("--fine_tune_learning_rate", "--fine-tune-learning-rate",
-                   dest="fine_tune_learning_rate", type=float)
+                   dest="fine_tune_learning_rate", type=float,
+                   help="fine-tuning learning rate (default 0.0001 with pretrained weights, "
+                        "0.001 without)")
     t.add_argument("--weights", help="imagenet (default), none, or a weights file. Offline: "
                                      "set KERAS_HOME to a folder holding Keras's weights file")
     t.add_argument("--feature_copies", "--feature-copies", dest="feature_copies", type=int,
@@ -310,14 +349,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not run edgetpu_compiler at the end")
     t.set_defaults(func=cmd_train)
 
-    i = sub.add_parser("inspect", help="ops, versions, tensors and metadata of a .tflite")
-    i.add_argument("model", help=".tflite file")
-    i.add_argument("--json", action="store_true")
+    i = sub.add_parser("inspect", help="ops, versions, tensors and metadata of a .tflite "
+                                       "or a bundle's model")
+    i.add_argument("model", help=".tflite file, or a bundle folder (its Edge TPU model when "
+                                "compiled, else model_quant.tflite)")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=cmd_inspect)
 
     c = sub.add_parser("check-edgetpu", help="predict, offline, which ops run on the Edge TPU")
     c.add_argument("model", help="uncompiled .tflite file")
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
     c.add_argument("--allow_cpu_ops", "--allow-cpu-ops", dest="allow_cpu_ops",
                    action="store_true", help="exit 0 even when some ops would run on the CPU")
     c.add_argument("--multiple_subgraphs", "--multiple-subgraphs", dest="multiple_subgraphs",
@@ -346,13 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--from", dest="sources", nargs="+", metavar="DIR",
                    help="instead: whole images and crops of every photo in these folders "
                         "(e.g. wallpapers, for --negatives)")
-    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--seed", type=int, default=0, help="random seed for the views (default 0)")
     n.set_defaults(func=cmd_negative_set)
 
     d = sub.add_parser("demo-data", help="write the synthetic 'notes in a slot' dataset")
     d.add_argument("out", help="output folder")
-    d.add_argument("--per_class", "--per-class", dest="per_class", type=int, default=60)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--per_class", "--per-class", dest="per_class", type=int, default=60,
+                   help="images per class (default 60)")
+    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     d.set_defaults(func=cmd_demo_data)
     return p
 

@@ -183,10 +183,9 @@ def _loss(s: TrainSettings):
 
 
 def _fit_log(phase: str):
-    return keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: log.info(
-        "%s epoch %d: loss %.4f acc %.3f | val_loss %.4f val_acc %.3f", phase, e + 1,
-        logs.get("loss", 0), logs.get("accuracy", 0), logs.get("val_loss", 0),
-        logs.get("val_accuracy", 0)))
+    from host_training.progress import EpochProgress  # a bar with ETA at a terminal
+
+    return EpochProgress(phase, log)
 
 
 def train_head(built: Built, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,

@@ -1,5 +1,8 @@
 """`make demo`'s runner: broker, replay, daemon and subscriber on one machine."""
 
+import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -31,3 +34,38 @@ def test_demo_stream_mode(tmp_path):
     lines = run_demo(tmp_path, "--mode", "stream")
     labels = {line.split()[2] for line in lines if line.startswith("result")}
     assert {"empty", "note_5", "note_10", "note_20"} <= labels, labels
+
+
+def test_demo_prints_one_raw_topic_with_its_json(tmp_path):
+    lines = run_demo(tmp_path)
+    raw = [ln for ln in lines if ln.startswith("coral-classifier/demo/event {")]
+    assert len(raw) == 1, lines
+    payload = json.loads(raw[0].split(" ", 1)[1])
+    assert payload["device_id"] == "demo" and payload["seq"] >= 1
+    assert any(ln.startswith("watch the raw topics yourself: mosquitto_sub") for ln in lines)
+
+
+def test_ctrl_c_stops_the_daemon_before_the_broker(tmp_path):
+    """Ctrl-C in a terminal signals the whole foreground process group: the daemon must
+    still stop while the broker lives, so no reconnect warning ends the output."""
+    proc = subprocess.Popen([sys.executable, "-m", "device.tools.demo", "--fps", "10",
+                             "--workdir", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if line.startswith("event"):
+                break
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines += out.splitlines()
+    assert proc.returncode == 0, lines[-20:]
+    assert lines[-1].startswith("demo finished (daemon exit code 0)"), lines[-20:]
+    stopped = max(i for i, ln in enumerate(lines) if ln.startswith("availability   stopped"))
+    after = lines[stopped:]
+    assert not any(w in ln.lower() for ln in after for w in ("reconnect", "connection lost",
+                                                              "disconnected", "error")), after

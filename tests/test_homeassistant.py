@@ -3,22 +3,28 @@ as Home Assistant's MQTT integration defines it, and a region removed from the c
 its entities removed (an empty retained config) - with a real daemon and broker.
 
 The schemas below transcribe, per platform, the keys Home Assistant's voluptuous schemas
-accept and require: MQTT_ENTITY_COMMON_SCHEMA (name, unique_id, device, availability,
-icon, entity_category, json_attributes_*, object_id, enabled_by_default) and
-MQTT_RO_SCHEMA / MQTT_RW_SCHEMA in homeassistant/components/mqtt/{schemas,config}.py, plus
-sensor.py, binary_sensor.py (payload_on/off, device_class), event.py (event_types
-required; the value_template must give JSON with event_type), image.py (image_topic or
-url_topic, content_type) and button.py (command_topic required, payload_press).
-"""
+accept and require (homeassistant/components/mqtt/schemas.py and the platform docs at
+home-assistant.io/integrations/<platform>.mqtt): MQTT_ENTITY_DEVICE_INFO_SCHEMA (an
+identifier or a connection; configuration_url an http(s) link), MQTT_ORIGIN_INFO_SCHEMA
+(name required; sw_version, support_url), the common entity keys (name, unique_id,
+device, availability, icon, entity_category, json_attributes_*, object_id,
+enabled_by_default), sensor (state_class measurement / total / total_increasing; never a
+"config" entity), binary_sensor (device_class problem / occupancy), event (event_types
+required; the value_template must give JSON with event_type), image (image_topic or
+url_topic, content_type), button (command_topic required, payload_press) and switch
+(command_topic required; state_on / state_off, compared with the rendered state, default
+to payload_on / payload_off). Our own rules on top: every entity has a name, and no two
+share one."""
 
 from __future__ import annotations
 
 import json
 
 import jsonschema
+import pytest
 
 from device.messages import ModelInfo, OutboxStatus, StatusPayload
-from device.mqtt.discovery import discovery_configs
+from device.mqtt.discovery import Labels, discovery_configs
 from device.tools.synthetic import write_sequence
 
 from .conftest import ROOT, Recorder, write_config
@@ -30,37 +36,54 @@ AVAILABILITY = {"type": "array", "minItems": 1, "items": {
     "properties": {"topic": {"type": "string"}, "payload_available": {"type": "string"},
                    "payload_not_available": {"type": "string"},
                    "value_template": {"type": "string"}}}}
+# MQTT_ENTITY_DEVICE_INFO_SCHEMA: at least one of identifiers / connections
 DEVICE = {"type": "object", "anyOf": [{"required": ["identifiers"]},
                                       {"required": ["connections"]}],
           "properties": {"identifiers": {"type": "array", "items": {"type": "string"}},
+                         "connections": {"type": "array"},
                          "name": {"type": "string"}, "manufacturer": {"type": "string"},
-                         "model": {"type": "string"}, "sw_version": {"type": "string"}},
+                         "model": {"type": "string"}, "sw_version": {"type": "string"},
+                         "hw_version": {"type": "string"}, "serial_number": {"type": "string"},
+                         "suggested_area": {"type": "string"}, "via_device": {"type": "string"},
+                         "configuration_url": {"type": "string",
+                                               "pattern": "^(https?://|homeassistant://)"}},
           "additionalProperties": False}
+# MQTT_ORIGIN_INFO_SCHEMA: name required
+ORIGIN = {"type": "object", "required": ["name"], "additionalProperties": False,
+          "properties": {"name": {"type": "string"}, "sw_version": {"type": "string"},
+                         "support_url": {"type": "string", "pattern": "^https?://"}}}
 COMMON = {"name": {"type": ["string", "null"]}, "unique_id": {"type": "string"},
-          "device": DEVICE, "availability": AVAILABILITY, "icon": {"type": "string"},
+          "device": DEVICE, "origin": ORIGIN, "availability": AVAILABILITY,
+          "icon": {"type": "string", "pattern": "^mdi:"},
           "entity_category": {"enum": ["config", "diagnostic"]},
           "json_attributes_topic": {"type": "string"},
           "json_attributes_template": {"type": "string"}, "object_id": {"type": "string"},
           "enabled_by_default": {"type": "boolean"}, "qos": {"enum": [0, 1, 2]}}
 RO = {**COMMON, "state_topic": {"type": "string"}, "value_template": {"type": "string"}}
+# a sensor or binary_sensor may not be a "config" entity (validate_sensor_entity_category)
+READ_ONLY_CATEGORY = {"entity_category": {"enum": ["diagnostic"]}}
 
 
 def platform(required: list[str], extra: dict) -> dict:
-    return {"type": "object", "required": ["unique_id", "device", "availability", *required],
-            "additionalProperties": False, "properties": {**extra}}
+    return {"type": "object", "additionalProperties": False, "properties": {**extra},
+            "required": ["unique_id", "device", "origin", "availability", "name", *required]}
 
 
 SCHEMAS = {
     "sensor": platform(["state_topic"], {
-        **RO, "unit_of_measurement": {"type": "string"}, "device_class": {"type": "string"},
+        **RO, **READ_ONLY_CATEGORY, "unit_of_measurement": {"type": "string"},
+        "device_class": {"type": "string"},
         "state_class": {"enum": ["measurement", "total", "total_increasing"]},
-        "expire_after": {"type": "integer"}, "force_update": {"type": "boolean"}}),
+        "expire_after": {"type": "integer"}, "force_update": {"type": "boolean"},
+        "suggested_display_precision": {"type": "integer"}}),
     "binary_sensor": platform(["state_topic"], {
-        **RO, "payload_on": {"type": "string"}, "payload_off": {"type": "string"},
+        **RO, **READ_ONLY_CATEGORY, "payload_on": {"type": "string"},
+        "payload_off": {"type": "string"},
         "device_class": {"enum": ["occupancy", "presence", "motion", "problem"]},
         "off_delay": {"type": "integer"}, "expire_after": {"type": "integer"}}),
     "event": platform(["state_topic", "event_types"], {
-        **RO, "event_types": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        **RO, "event_types": {"type": "array", "minItems": 1, "uniqueItems": True,
+                              "items": {"type": "string"}},
         "device_class": {"enum": ["button", "doorbell", "motion"]}}),
     "image": {**platform([], {**COMMON, "image_topic": {"type": "string"},
                               "url_topic": {"type": "string"},
@@ -71,7 +94,18 @@ SCHEMAS = {
         **COMMON, "command_topic": {"type": "string"}, "payload_press": {"type": "string"},
         "retain": {"type": "boolean"}, "command_template": {"type": "string"},
         "device_class": {"enum": ["identify", "restart", "update"]}}),
+    # MQTT switch: command_topic required; with a state_topic it shows the device's state
+    # (not optimistic); the rendered state is compared with state_on / state_off, which
+    # default to payload_on / payload_off
+    "switch": platform(["command_topic", "state_topic", "state_on", "state_off"], {
+        **RO, "command_topic": {"type": "string"}, "command_template": {"type": "string"},
+        "payload_on": {"type": "string"}, "payload_off": {"type": "string"},
+        "state_on": {"type": "string"}, "state_off": {"type": "string"},
+        "optimistic": {"const": False}, "retain": {"type": "boolean"},
+        "device_class": {"enum": ["outlet", "switch"]}}),
 }
+# A numeric state class needs a template that renders a number
+NUMERIC = ("value_json.fps", "value_json.counts.get(")
 
 
 def status() -> StatusPayload:
@@ -84,24 +118,127 @@ def status() -> StatusPayload:
                                           warning=""))
 
 
-def test_every_discovery_payload_fits_its_platform_schema():
-    labels = ("empty", "note_10", "note_20", "note_5")
-    configs = discovery_configs(status(), "coral-classifier/vend-9", labels, {"empty"},
-                                "homeassistant", rois=("slot_a", "slot_b"))
-    platforms = {t.split("/")[1] for t in configs}
-    assert platforms == {"sensor", "binary_sensor", "event", "image", "button"}
+LABELS = Labels(("background", "note_10", "note_20", "note_5", "fake_50", "other"),
+                background=frozenset({"background"}), refused=frozenset({"fake_50"}),
+                unknown=frozenset({"other"}))
+NODE = "coral_classifier_vend_9"
+
+
+def validate_all(configs: dict) -> None:
     for topic, payload in configs.items():
         jsonschema.validate(payload, SCHEMAS[topic.split("/")[1]])
         assert payload["availability"][0]["topic"] == "coral-classifier/vend-9/availability"
-    event = configs["homeassistant/event/coral_classifier_vend_9/decision/config"]
-    assert event["event_types"] == ["note_10", "note_20", "note_5", "unknown"]
-    assert "event_type" in event["value_template"]
-    present = configs["homeassistant/binary_sensor/coral_classifier_vend_9/roi_slot_a_present"
-                      "/config"]
-    assert present["state_topic"] == "coral-classifier/vend-9/roi/slot_a/state"
+        if payload.get("state_class"):
+            assert any(n in payload["value_template"] for n in NUMERIC), topic
+    names = [p["name"] for p in configs.values()]
+    assert len(names) == len(set(names)), sorted(names)
+
+
+def test_every_discovery_payload_fits_its_platform_schema():
+    configs = discovery_configs(status(), "coral-classifier/vend-9", LABELS, "homeassistant",
+                                rois=("slot_a", "slot_b"), web_url="http://vend-9:8080/")
+    validate_all(configs)
+    platforms = {t.split("/")[1] for t in configs}
+    assert platforms == {"sensor", "binary_sensor", "event", "image", "button", "switch"}
+    one = next(iter(configs.values()))
+    assert one["origin"]["name"] == "coral-classifier" and one["origin"]["support_url"]
+    assert one["device"]["configuration_url"] == "http://vend-9:8080/"
+
+    def get(component: str, obj: str) -> dict:
+        return configs[f"homeassistant/{component}/{NODE}/{obj}/config"]
+
+    # the bundle's background, refused and unknown labels are no note types of their own
+    assert get("event", "decision")["event_types"] == ["note_10", "note_20", "note_5",
+                                                       "refused", "unknown"]
+    assert "event_type" in get("event", "decision")["value_template"]
+    counters = {t.split("/")[3] for t in configs if "/count_" in t}
+    assert counters == {"count_note_10", "count_note_20", "count_note_5", "count_unknown",
+                        "count_refused"}
+    assert "'fake_50'" in get("sensor", "count_refused")["value_template"]
+    assert get("sensor", "fps")["state_class"] == "measurement"
+    # event mode: the last result comes from the event topic (`result` is stream only)
+    assert get("sensor", "last_result")["state_topic"] == "coral-classifier/vend-9/event"
+    assert get("binary_sensor", "problem")["device_class"] == "problem"
+    switch = get("switch", "paused")
+    assert switch["command_topic"] == "coral-classifier/vend-9/cmd/paused"
+    assert switch["state_topic"] == "coral-classifier/vend-9/status"
+    assert "paused" in switch["value_template"]
     buttons = [p for t, p in configs.items() if "/button/" in t]
+    assert all(b.get("entity_category") for b in buttons)
     assert {b["command_topic"].rsplit("/", 1)[1] for b in buttons} == \
-        {"pause", "resume", "reset_counts", "snapshot"}
+        {"reset_counts", "snapshot"}
+    present = get("binary_sensor", "roi_slot_a_present")
+    assert present["state_topic"] == "coral-classifier/vend-9/roi/slot_a/state"
+
+
+def test_stream_mode_reads_results_and_no_web_page_means_no_link():
+    configs = discovery_configs(status(), "coral-classifier/vend-9", LABELS, "homeassistant",
+                                mode="stream")
+    validate_all(configs)
+    last = configs[f"homeassistant/sensor/{NODE}/last_result/config"]
+    assert last["state_topic"] == "coral-classifier/vend-9/result"
+    assert all("configuration_url" not in p["device"] for p in configs.values())
+
+
+def test_the_schemas_refuse_what_home_assistant_refuses():
+    configs = discovery_configs(status(), "coral-classifier/vend-9", LABELS, "homeassistant")
+    sensor = configs[f"homeassistant/sensor/{NODE}/fps/config"]
+    for bad in ({**sensor, "entity_category": "config"}, {**sensor, "stat_class": "x"},
+                {k: v for k, v in sensor.items() if k != "state_topic"},
+                {**sensor, "origin": {"sw_version": "1"}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, SCHEMAS["sensor"])
+    switch = configs[f"homeassistant/switch/{NODE}/paused/config"]
+    with pytest.raises(jsonschema.ValidationError):  # would compare "ON" with the JSON
+        jsonschema.validate({k: v for k, v in switch.items() if k != "state_on"},
+                            SCHEMAS["switch"])
+
+
+def test_event_mode_home_assistant_sees_a_result_and_a_switch(tmp_path, broker,
+                                                                daemon_factory):
+    """A real daemon in event mode: the topics the entities read carry data, and the
+    switch's command pauses and resumes (cmd/pause and cmd/resume still work)."""
+    replay = tmp_path / "replay"
+    write_sequence(replay, ["note_5", "note_10"], gap=3, frames_per_object=5, seed=5)
+    cfg = write_config(tmp_path / "ha-ev.toml",
+                       camera={"type": "replay", "source": str(replay), "fps": 20,
+                               "loop": True},
+                       model={"path": str(DEMO), "backend": "cpu"},
+                       mqtt={"host": "127.0.0.1", "port": broker.port, "device_id": "ha-ev",
+                             "status_interval": 0.5},
+                       # no background_labels here: the bundle's own ("empty") must be used
+                       decision={"mode": "event"}, homeassistant={"enabled": True},
+                       web={"enabled": True, "port": 0})
+    rec = Recorder(broker.port, "#")
+    daemon_factory(cfg)
+    try:
+        topic = "homeassistant/sensor/coral_classifier_ha_ev/last_result/config"
+        rec.wait_for(lambda r: r.on(topic) and r.on("/take_snapshot/config"), 30,
+                     "discovery")
+        configs = {t: json.loads(p) for t, p, _ in rec.messages
+                   if t.startswith("homeassistant/") and t.endswith("/config") and p}
+        for t, p in configs.items():
+            jsonschema.validate(p, SCHEMAS[t.split("/")[1]])
+        last = configs[topic]
+        rec.wait_for(lambda r: r.on(last["state_topic"]), 60, "an event for Last result")
+        assert json.loads(rec.on(last["state_topic"])[-1])["label"]
+        types = configs["homeassistant/event/coral_classifier_ha_ev/decision/config"]
+        assert types["event_types"] == ["note_10", "note_20", "note_5", "refused", "unknown"]
+        assert not any("count_empty" in t for t in configs)
+        url = last["device"]["configuration_url"]
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0/"), url
+        switch = configs["homeassistant/switch/coral_classifier_ha_ev/paused/config"]
+        rec.client.publish(switch["command_topic"], switch["payload_on"], qos=1)
+        rec.wait_for(lambda r: json.loads(r.on("/ha-ev/status")[-1])["state"] == "paused",
+                     20, "paused")
+        rec.client.publish(switch["command_topic"], switch["payload_off"], qos=1)
+        rec.wait_for(lambda r: json.loads(r.on("/ha-ev/status")[-1])["state"] == "running",
+                     20, "running again")
+        rec.client.publish("coral-classifier/ha-ev/cmd/pause", "{}", qos=1)
+        rec.wait_for(lambda r: json.loads(r.on("/ha-ev/status")[-1])["state"] == "paused",
+                     20, "paused by cmd/pause")
+    finally:
+        rec.close()
 
 
 def test_a_removed_region_loses_its_entities(tmp_path, broker, daemon_factory):
@@ -123,7 +260,7 @@ def test_a_removed_region_loses_its_entities(tmp_path, broker, daemon_factory):
         # a live announcement (retain flag off), not the retained copy from before
         rec.wait_for(lambda r: any("roi_slot_a_present" in t and not retained
                                    for t, _, retained in r.messages), 30, "discovery")
-        rec.wait_for(lambda r: any(t.endswith("/button/coral_classifier_ha_roi/snapshot/"
+        rec.wait_for(lambda r: any(t.endswith("/button/coral_classifier_ha_roi/take_snapshot/"
                                               "config") and not retained
                                    for t, _, retained in r.messages), 10, "all of it")
         rec.wait_for(then, 10, "the removals")

@@ -75,10 +75,10 @@ def test_metrics_and_home_assistant_discovery(tmp_path, broker, daemon_factory):
         # The session's broker holds other tests' retained discovery: wait for this node's.
         rec.wait_for(lambda r: any(t.endswith(f"{node}/count_note_5/config")
                                    for t, _, _ in r.messages)
-                     and any(t.endswith(f"{node}/last_event/config") for t, _, _ in r.messages),
+                     and any(t.endswith(f"{node}/last_result/config") for t, _, _ in r.messages),
                      30, "discovery configs")
         topics = {t for t, _, retain in rec.messages}
-        assert f"homeassistant/sensor/{node}/last_event/config" in topics
+        assert f"homeassistant/sensor/{node}/last_result/config" in topics
         assert f"homeassistant/sensor/{node}/count_note_5/config" in topics
         assert f"homeassistant/sensor/{node}/count_empty/config" not in topics  # background
         cfg_count = json.loads(next(p for t, p, _ in rec.messages

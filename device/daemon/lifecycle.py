@@ -106,8 +106,9 @@ class Daemon:
         self.status_parts = status_mod.StatusParts(
             self.device_id, self.source.name, self.cfg.trigger.mode, self.stats,
             self.publisher, self.outbox, self.slot, self.sink, lambda: self.results.dropped)
-        self.metrics = status_mod.attach_extras(self.cfg, self.publisher, self.status,
-                                                lambda: self.spec, self.device_id)
+        self.metrics = status_mod.attach_extras(
+            self.cfg, self.publisher, self.status, lambda: self.spec, self.device_id,
+            lambda: getattr(self.web, "server_port", None))
         self.recorder, self.web = web_attach.attach(self)  # [capture], [web]
         from device.daemon.update import Updater, read_deploy_nonce
 

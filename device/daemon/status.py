@@ -102,7 +102,8 @@ def snapshot_status(p: StatusParts, now: Moment) -> messages.StatusPayload:
 
 def attach_extras(cfg: Config, publisher: MqttPublisher,
                   status: Callable[[], messages.StatusPayload],
-                  spec: Callable[[], ModelSpec], device_id: str):
+                  spec: Callable[[], ModelSpec], device_id: str,
+                  web_port: Callable[[], int | None] = lambda: None):
     """Prometheus metrics and Home Assistant discovery, when configured; the metrics
     server (to close at the stop) or None."""
     metrics = None
@@ -112,15 +113,19 @@ def attach_extras(cfg: Config, publisher: MqttPublisher,
         metrics = Metrics(status, cfg.metrics.port, cfg.metrics.address)
     ha = cfg.homeassistant
     if ha.enabled:
-        from device.mqtt.discovery import publish_discovery
+        from device.mqtt.discovery import Labels, publish_discovery
 
-        background = set(cfg.decision.background_labels)
-
-        def announce() -> None:
-            publish_discovery(publisher, status(), publisher.topics.base, spec().labels,
-                              background, ha.discovery_prefix,
-                              [r.name for r in cfg.camera.roi],
-                              cfg.state.resolved_dir() / f"discovery-{device_id}.json")
+        def announce() -> None:  # the bundle's roles, read at each announcement (reloads)
+            point, dec = spec().point, cfg.decision
+            labels = Labels(
+                spec().labels,
+                frozenset([*dec.background_labels, *(point.background_labels if point else ())]),
+                frozenset(point.refused_labels if point else ()),
+                frozenset([*dec.unknown_labels, *(point.unknown_labels if point else ())]))
+            publish_discovery(publisher, status(), publisher.topics.base, labels,
+                              ha.discovery_prefix, [r.name for r in cfg.camera.roi],
+                              cfg.state.resolved_dir() / f"discovery-{device_id}.json",
+                              dec.mode, web_url(cfg, web_port()))
 
         publisher.on_connected.append(announce)
         # Home Assistant forgets nothing retained, but re-announce when it restarts
@@ -128,6 +133,18 @@ def attach_extras(cfg: Config, publisher: MqttPublisher,
                             lambda payload: announce() if payload.strip() == b"online"
                             else None)
     return metrics
+
+
+def web_url(cfg: Config, port: int | None = None) -> str:
+    """The web page's address for Home Assistant's "Visit" link ("" without [web])."""
+    web = cfg.web
+    if not web.enabled:
+        return ""
+    import socket
+
+    port = port or web.port
+    host = socket.gethostname() if web.address in ("0.0.0.0", "::", "") else web.address
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 def snapshot(frame, quality: int, publisher: MqttPublisher, topic: str) -> dict[str, Any]:

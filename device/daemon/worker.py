@@ -119,7 +119,11 @@ def _load(req: LoadRequest):
 def serve(conn: Connection, log_level: int = logging.INFO) -> None:
     """The worker's main loop: load, attach shared memory, infer; until EOF or 'stop'."""
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s[worker]: %(message)s")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
+    # The daemon decides when we stop (a "stop" message, EOF, or SIGKILL): Ctrl-C and a
+    # SIGTERM sent to the whole process group (systemd's stop, a terminal) would kill us
+    # first and the daemon would log a false "inference worker is gone" and restart us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     clf = shm = slots = None
     swap = False
     try:

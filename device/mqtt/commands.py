@@ -113,6 +113,14 @@ def _resume(c: Controls, args: dict[str, Any]) -> Reply | None:
     return {"ok": True, "state": "running"}
 
 
+def _paused(c: Controls, args: dict[str, Any]) -> Reply | None:
+    """Home Assistant's "Paused" switch: one topic for both states."""
+    paused = args.get("paused")
+    if not isinstance(paused, bool):
+        raise PayloadError('paused needs {"paused": true} or {"paused": false}')
+    return (_pause if paused else _resume)(c, args)
+
+
 def _reset_counts(c: Controls, args: dict[str, Any]) -> Reply | None:
     return c.reset_counts()
 
@@ -153,7 +161,8 @@ def _capture(c: Controls, args: dict[str, Any]) -> Reply | None:
 
 
 HANDLERS: dict[str, Callable[[Controls, dict[str, Any]], Reply | None]] = {
-    "status": _status, "pause": _pause, "resume": _resume, "reset_counts": _reset_counts,
+    "status": _status, "pause": _pause, "resume": _resume, "paused": _paused,
+    "reset_counts": _reset_counts,
     "reload": _reload, "snapshot": _snapshot, "update": _update, "capture": _capture,
 }
 

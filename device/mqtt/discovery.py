@@ -1,11 +1,14 @@
 """Home Assistant MQTT discovery, built from a status snapshot (nothing else of the daemon).
 
 Retained config payloads under <discovery_prefix>/<component>/<node>/<object>/config, each
-with the device's availability topic, re-announced when Home Assistant restarts: sensors
-(last result, last event, fps, counts), per region a state sensor and an "object present"
-binary_sensor, an event entity for decisions, an image entity for snapshots and buttons
-for pause / resume / reset counts / snapshot. What was announced is remembered on disk, so
-a region removed from the config has its entities removed (an empty retained config).
+with the device's availability topic and an `origin`, re-announced when Home Assistant
+restarts: sensors (last result, fps, counts of each note, of unknown and refused notes,
+last error), a "problem" binary_sensor, per region a state sensor and an "object present"
+binary_sensor, an event entity for decisions, an image entity for snapshots, a "Paused"
+switch and buttons for reset counts / take snapshot. Every key is one Home Assistant's
+MQTT integration accepts for its platform (tests/test_homeassistant.py checks them against
+schemas transcribed from its documentation). What was announced is remembered on disk, so a
+region removed from the config has its entities removed (an empty retained config).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,86 +25,157 @@ from device.mqtt.publisher import Publisher, state_topic
 
 log = logging.getLogger(__name__)
 
+SUPPORT_URL = "https://github.com/coral-classifier/coral-classifier#readme"
+UNKNOWN, REFUSED = "unknown", "refused"
+# An event's verdict (accepted | refused | unknown); events from before verdicts existed
+# were all accepted ones or labelled "unknown".
+VERDICT = "{% set v = value_json.verdict | default('accepted') %}"
 
-def discovery_configs(status: StatusPayload, base: str, labels: Sequence[str],
-                      background: set[str], prefix: str,
-                      rois: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
-    """Home Assistant MQTT discovery: topic -> retained config payload."""
-    dev_id = status.device_id
-    node = f"coral_classifier_{''.join(c if c.isalnum() else '_' for c in dev_id)}"
-    device = {"identifiers": [node], "name": f"coral-classifier {dev_id}",
+
+@dataclass(frozen=True)
+class Labels:
+    """The bundle's labels and its operating point's roles for them."""
+
+    labels: Sequence[str]
+    background: frozenset[str] = frozenset()
+    refused: frozenset[str] = frozenset()
+    unknown: frozenset[str] = frozenset()
+
+    @property
+    def accepted(self) -> list[str]:
+        """The notes an event can accept (each gets a counter and an event type)."""
+        never = self.background | self.refused | self.unknown | {UNKNOWN, REFUSED}
+        return [lb for lb in self.labels if lb not in never]
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)
+
+
+def discovery_configs(status: StatusPayload, base: str, labels: Labels, prefix: str,
+                      rois: Sequence[str] = (), mode: str = "event",
+                      web_url: str = "") -> dict[str, dict[str, Any]]:
+    """Home Assistant MQTT discovery: topic -> retained config payload.
+
+    Args:
+        status: the daemon's status (device id, model, software version).
+        base: the device's topic base, `<topic_prefix>/<device_id>`.
+        labels: the bundle's labels with their roles (background, refused, unknown).
+        prefix: Home Assistant's discovery prefix.
+        rois: the configured regions ([] = the whole scene).
+        mode: decision.mode: "event" publishes events, "stream" a result per frame.
+        web_url: the device's web page (the device's `configuration_url`), "" = none.
+    """
+    node = f"coral_classifier_{_slug(status.device_id)}"
+    device = {"identifiers": [node], "name": f"coral-classifier {status.device_id}",
               "manufacturer": "coral-classifier", "model": status.model.name,
               "sw_version": status.software}
-    availability = [{"topic": f"{base}/availability",
-                     "value_template": "{{ 'online' if value == 'online' else 'offline' }}"}]
-    common = {"device": device, "availability": availability}
-    configs = {
-        f"{prefix}/sensor/{node}/last_result/config": {
-            **common, "name": "Last result", "unique_id": f"{node}_last_result",
-            "state_topic": f"{base}/result", "value_template": "{{ value_json.label }}",
-            "json_attributes_topic": f"{base}/result", "icon": "mdi:cash"},
-        f"{prefix}/sensor/{node}/last_event/config": {
-            **common, "name": "Last event", "unique_id": f"{node}_last_event",
-            "state_topic": f"{base}/event", "value_template": "{{ value_json.label }}",
-            "json_attributes_topic": f"{base}/event", "icon": "mdi:cash-check"},
-        f"{prefix}/sensor/{node}/fps/config": {
-            **common, "name": "Frames per second", "unique_id": f"{node}_fps",
-            "state_topic": f"{base}/status", "value_template": "{{ value_json.fps }}",
-            "unit_of_measurement": "fps", "entity_category": "diagnostic"},
-    }
-    configs.update(_decisions(common, node, base, prefix, labels, background, rois))
-    for label in labels:
-        if label in background:
-            continue
-        slug = "".join(c if c.isalnum() else "_" for c in label)
-        configs[f"{prefix}/sensor/{node}/count_{slug}/config"] = {
-            **common, "name": f"Count {label}", "unique_id": f"{node}_count_{slug}",
-            "state_topic": f"{base}/counts",
-            "value_template": f"{{{{ value_json.counts.get('{label}', 0) }}}}",
-            "state_class": "total_increasing", "icon": "mdi:counter"}
+    if web_url:
+        device["configuration_url"] = web_url
+    common = {"device": device, "origin": {"name": "coral-classifier",
+                                           "sw_version": status.software,
+                                           "support_url": SUPPORT_URL},
+              "availability": [{"topic": f"{base}/availability",
+                                "value_template": "{{ 'online' if value == 'online' "
+                                                  "else 'offline' }}"}]}
+
+    def add(component: str, obj: str, name: str, **keys: Any) -> None:
+        configs[f"{prefix}/{component}/{node}/{obj}/config"] = {
+            **common, "name": name, "unique_id": f"{node}_{obj}", **keys}
+
+    configs: dict[str, dict[str, Any]] = {}
+    # event mode never publishes `result`, stream mode never an `event`
+    if mode == "event":
+        add("sensor", "last_result", "Last result", state_topic=f"{base}/event",
+            value_template=VERDICT + "{{ value_json.label if v == 'accepted' else v }}",
+            json_attributes_topic=f"{base}/event", icon="mdi:cash")
+    else:
+        add("sensor", "last_result", "Last result", state_topic=f"{base}/result",
+            value_template="{{ value_json.label }}", json_attributes_topic=f"{base}/result",
+            icon="mdi:cash")
+    add("sensor", "fps", "Frames per second", state_topic=f"{base}/status",
+        value_template="{{ value_json.fps }}", unit_of_measurement="fps",
+        state_class="measurement", entity_category="diagnostic", icon="mdi:speedometer")
+    _counters(add, base, labels)
+    _health(add, base)
+    _regions(add, base, rois)
+    types = [*labels.accepted, REFUSED, UNKNOWN]
+    add("event", "decision", "Decision", state_topic=f"{base}/event", event_types=types,
+        icon="mdi:cash-check",
+        value_template=VERDICT + "{{ {'event_type': value_json.label if v == 'accepted' "
+        "else v, 'verdict': v, 'label': value_json.label, 'reason': value_json.reason | "
+        "default(''), 'roi': value_json.roi, 'score': value_json.score, "
+        "'seq': value_json.seq} | to_json }}")
+    add("image", "snapshot", "Snapshot", image_topic=f"{base}/snapshot",
+        content_type="image/jpeg")
+    # one switch with the state instead of two stateless buttons; cmd/pause and cmd/resume
+    # still work for everything else
+    add("switch", "paused", "Paused", command_topic=f"{base}/cmd/paused",
+        payload_on='{"paused": true}', payload_off='{"paused": false}',
+        state_topic=f"{base}/status", state_on="ON", state_off="OFF",
+        value_template="{{ 'ON' if value_json.state == 'paused' else 'OFF' }}",
+        icon="mdi:pause-circle")
+    add("button", "reset_counts", "Reset counts", command_topic=f"{base}/cmd/reset_counts",
+        payload_press="{}", entity_category="config", icon="mdi:counter")
+    add("button", "take_snapshot", "Take snapshot", command_topic=f"{base}/cmd/snapshot",
+        payload_press="{}", entity_category="diagnostic", icon="mdi:camera")
     return configs
 
 
-def _decisions(common: dict, node: str, base: str, prefix: str, labels: Sequence[str],
-               background: set[str], rois: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per-region state and presence, the decision event, the snapshot image, buttons."""
-    out: dict[str, dict[str, Any]] = {}
+def _counters(add, base: str, labels: Labels) -> None:
+    """A counter per accepted note, one for unknown and one for refused notes."""
+    def count(key: str) -> str:
+        return f"value_json.counts.get({key!r}, 0)"
+
+    for label in labels.accepted:
+        add("sensor", f"count_{_slug(label)}", f"Count {label}", state_topic=f"{base}/counts",
+            value_template=f"{{{{ {count(label)} }}}}", state_class="total_increasing",
+            icon="mdi:counter")
+    add("sensor", "count_unknown", "Unknown notes", state_topic=f"{base}/counts",
+        value_template=f"{{{{ {count(UNKNOWN)} }}}}", state_class="total_increasing",
+        icon="mdi:help-circle-outline")
+    # refused events count under "refused", or under the note a bundle learned to refuse
+    refused = " + ".join(count(k) for k in [REFUSED, *sorted(labels.refused)])
+    add("sensor", "count_refused", "Refused notes", state_topic=f"{base}/counts",
+        value_template=f"{{{{ {refused} }}}}", state_class="total_increasing",
+        icon="mdi:cash-remove")
+
+
+def _health(add, base: str) -> None:
+    """A problem binary_sensor and the last error, from the retained status."""
+    status = f"{base}/status"
+    add("binary_sensor", "problem", "Problem", state_topic=status, device_class="problem",
+        entity_category="diagnostic",
+        value_template="{{ 'ON' if value_json.last_error else 'OFF' }}",
+        json_attributes_topic=status,
+        json_attributes_template="{{ {'last_error': value_json.last_error, 'errors': "
+                                 "value_json.errors} | to_json }}")
+    add("sensor", "last_error", "Last error", state_topic=status,
+        entity_category="diagnostic", icon="mdi:alert-circle-outline",
+        value_template="{{ (value_json.last_error or 'none')[:250] }}")
+
+
+def _regions(add, base: str, rois: Sequence[str]) -> None:
+    """Per region (or the whole scene) its state and whether an object is present."""
     for roi in rois or [""]:
         obj = f"roi_{roi}" if roi else "scene"
         topic = state_topic(base, roi)
         what = f" {roi}" if roi else ""
-        out[f"{prefix}/sensor/{node}/{obj}_state/config"] = {
-            **common, "name": f"State{what}", "unique_id": f"{node}_{obj}_state",
-            "state_topic": topic, "value_template": "{{ value_json.state }}",
-            "json_attributes_topic": topic, "icon": "mdi:eye"}
-        out[f"{prefix}/binary_sensor/{node}/{obj}_present/config"] = {
-            **common, "name": f"Object present{what}", "unique_id": f"{node}_{obj}_present",
-            "state_topic": topic, "device_class": "occupancy",
-            "value_template": "{{ 'ON' if value_json.present else 'OFF' }}"}
-    types = sorted({*(lb for lb in labels if lb not in background), "unknown"})
-    out[f"{prefix}/event/{node}/decision/config"] = {
-        **common, "name": "Decision", "unique_id": f"{node}_decision",
-        "state_topic": f"{base}/event", "event_types": types,
-        "value_template": "{{ {'event_type': value_json.label, 'roi': value_json.roi, "
-                          "'score': value_json.score, 'seq': value_json.seq} | to_json }}"}
-    out[f"{prefix}/image/{node}/snapshot/config"] = {
-        **common, "name": "Snapshot", "unique_id": f"{node}_snapshot",
-        "image_topic": f"{base}/snapshot", "content_type": "image/jpeg"}
-    for command, icon in (("pause", "mdi:pause"), ("resume", "mdi:play"),
-                          ("reset_counts", "mdi:counter"), ("snapshot", "mdi:camera")):
-        out[f"{prefix}/button/{node}/{command}/config"] = {
-            **common, "name": command.replace("_", " ").capitalize(),
-            "unique_id": f"{node}_{command}", "command_topic": f"{base}/cmd/{command}",
-            "payload_press": "{}", "icon": icon}
-    return out
+        add("sensor", f"{obj}_state", f"State{what}", state_topic=topic,
+            value_template="{{ value_json.state }}", json_attributes_topic=topic,
+            icon="mdi:eye")
+        add("binary_sensor", f"{obj}_present", f"Object present{what}", state_topic=topic,
+            device_class="occupancy",
+            value_template="{{ 'ON' if value_json.present else 'OFF' }}")
 
 
 def publish_discovery(publisher: Publisher, status: StatusPayload, base: str,
-                      labels: Sequence[str], background: set[str], prefix: str,
-                      rois: Sequence[str] = (), memory: Path | None = None) -> None:
+                      labels: Labels, prefix: str, rois: Sequence[str] = (),
+                      memory: Path | None = None, mode: str = "event",
+                      web_url: str = "") -> None:
     """Announce every entity; remove (empty retained config) what was announced before and
     is gone now, e.g. a region taken out of the config. `memory` keeps that list."""
-    configs = discovery_configs(status, base, labels, background, prefix, rois)
+    configs = discovery_configs(status, base, labels, prefix, rois, mode, web_url)
     for topic, config in configs.items():
         publisher.publish(topic, config, qos=1, retain=True)
     if memory is not None:

@@ -50,8 +50,11 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    # its own session: Ctrl-C in the terminal reaches the demo alone, which stops the
+    # daemon first and the broker last (no "connection lost" as the last word)
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=(workdir / "mosquitto.log").open("w"))
+                            stderr=(workdir / "mosquitto.log").open("w"),
+                            start_new_session=True)
     wait_port(port)
     return proc, port
 
@@ -92,6 +95,8 @@ def print_messages(port: int, prefix: str):
     from device.config import MqttConfig
     from device.mqtt.client import guarded, make_client
 
+    raw_shown = []
+
     def on_message(client, userdata, msg):
         topic = msg.topic.removeprefix(prefix)
         try:
@@ -99,13 +104,22 @@ def print_messages(port: int, prefix: str):
         except ValueError:
             print(f"{topic:14s} {msg.payload.decode(errors='replace')}", flush=True)
             return
+        if topic in ("event", "result") and not raw_shown:
+            # once, exactly what a machine controller receives (mosquitto_sub -v prints it so)
+            raw_shown.append(topic)
+            print(f"-- raw MQTT message (topic, then its JSON payload) --\n{msg.topic} "
+                  f"{msg.payload.decode()}\n-- the rest summarised, one line each --",
+                  flush=True)
         if topic == "result":
             top = "  ".join(f"{k['label']} {k['score']:.2f}" for k in p["top_k"])
             print(f"{topic:14s} #{p['seq']:<4d} {p['label']:<8s} {p['score']:.2f}   "
                   f"[{top}]  {p['latency_ms']['inference']:.1f} ms", flush=True)
         elif topic == "event":
+            verdict = p.get("verdict", "")
+            why = f" ({p['reason']})" if p.get("reason") and verdict != "accepted" else ""
             print(f"{topic:14s} {p['label']:<8s} score {p['score']:.2f} over {p['frames']} "
-                  f"frames  id {p['event_id'][:8]}", flush=True)
+                  f"frames  id {p['event_id'][:8]}"
+                  + (f"  {verdict.upper()}{why}" if verdict else ""), flush=True)
         elif topic == "counts":
             print(f"{topic:14s} " + ", ".join(f"{k}={v}" for k, v in p["counts"].items()),
                   flush=True)
@@ -162,12 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         + ('' if args.photos else 'background_labels = ["empty"]\n')
         + f'[state]\ndir = "{work / "state"}"\n' + web)
     print(f"broker on 127.0.0.1:{port}; config {config}; Ctrl-C stops", flush=True)
+    print(f"watch the raw topics yourself: mosquitto_sub -h 127.0.0.1 -p {port} "
+          f"-t 'coral-classifier/demo/#' -v", flush=True)
     if web_port:
         print(f"web page on http://127.0.0.1:{web_port}/ (live view, events, status; "
               f"/upload classifies a photo, /label labels kept frames)", flush=True)
     sub = print_messages(port, "coral-classifier/demo/")
     daemon = subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(config)],
-                              cwd=ROOT)
+                              cwd=ROOT, start_new_session=True)
     rc = 0
     try:
         deadline = time.monotonic() + args.seconds if args.seconds else None
@@ -178,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip this
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
             try:

@@ -228,6 +228,30 @@ def check_cameras(cfg: Config | None) -> list[Check]:
     return out
 
 
+INSTALLED_CONFIG = Path("/etc/coral-classifier/config.toml")
+
+
+def installed_config() -> Path | None:
+    """The config `make install-device` installed ($CORAL_CLASSIFIER_CONFIG overrides),
+    when it exists and this user may read it."""
+    path = Path(os.environ.get("CORAL_CLASSIFIER_CONFIG") or INSTALLED_CONFIG)
+    return path if path.is_file() and os.access(path, os.R_OK) else None
+
+
+def config_check(given: str | None, used: Path | str | None) -> list[Check]:
+    """Which config the broker, model and disk checks read, or why they are skipped."""
+    if given:
+        return [Check("config", OK, str(given))]
+    if used:
+        return [Check("config", OK, f"{used} (the installed config; --config for another)")]
+    path = Path(os.environ.get("CORAL_CLASSIFIER_CONFIG") or INSTALLED_CONFIG)
+    why = "cannot be read by this user" if path.exists() else "does not exist"
+    fix = ("sudo coral-classifier doctor, or --config FILE" if path.exists() else
+           "sudo make install-device installs it; or --config FILE")
+    return [Check("config", WARN, f"{path} {why}: only this machine is checked, not the "
+                  "MQTT server, model and disk a config names", fix)]
+
+
 def run_checks(cfg: Config | None) -> list[Check]:
     needs_tpu = bool(cfg) and (cfg.model.backend == "edgetpu" or (
         cfg.model.backend == "auto" and not cfg.model.allow_cpu_fallback))

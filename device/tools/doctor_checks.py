@@ -4,6 +4,7 @@ factory), the model bundle on its backend, the state disk, and the systemd servi
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -67,6 +68,19 @@ def check_broker(cfg: Config) -> Check:
     return Check("broker", OK, f"{where} accepts {m.username or 'anonymous'}")
 
 
+def compile_advice(root, machine: str | None = None) -> str:
+    """How to get an Edge TPU model, for the machine doctor runs on: edgetpu_compiler
+    exists for x86-64 Linux only, so a Pi is told where to compile, not what to run."""
+    machine = machine or platform.machine()
+    if machine in ("x86_64", "AMD64"):
+        return (f"coral-train compile {root} (needs edgetpu_compiler), or set "
+                "model.backend = \"cpu\"")
+    return ("this machine cannot compile for the Edge TPU (edgetpu_compiler is x86-64 only): "
+            "compile the bundle on an x86-64 workstation and deploy it from there with "
+            "`make deploy HOST=... MODEL=...`; or set model.backend = \"cpu\" to run on "
+            "this CPU")
+
+
 def check_model(cfg: Config, installed_runtime: int | None = None) -> list[Check]:
     from device.bundle import load_bundle
     from device.errors import CoralError
@@ -82,7 +96,7 @@ def check_model(cfg: Config, installed_runtime: int | None = None) -> list[Check
                                                    and not cfg.model.allow_cpu_fallback)
     out.append(Check("model for the Edge TPU", OK if compiled else (FAIL if needs_tpu else WARN),
                      "compiled (_edgetpu.tflite present)" if compiled else "not compiled",
-                     "" if compiled else f"coral-train compile {bundle.root}"))
+                     "" if compiled else compile_advice(bundle.root)))
     compiler = bundle.manifest.get("edgetpu", {}).get("compiler_version", "")
     if compiler and compiler.split(".")[0].isdigit():
         need = COMPILER_RUNTIME.get(int(compiler.split(".")[0]))

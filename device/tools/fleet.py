@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from device.config import MqttConfig
-from device.errors import CoralError
+from device.errors import BrokerError, ConfigError
 
 
-class FleetError(CoralError):
-    exit_code = 5
+class FleetError(BrokerError):
+    """The broker cannot be reached or refuses us: exit code 6."""
 
 
 @dataclass
@@ -146,7 +146,7 @@ def run(broker: str, cfg: MqttConfig | None = None, prefix: str = "", as_json: b
     if broker:
         host, _, port = broker.rpartition(":")
         if not host or not port.isdigit():
-            raise FleetError(f"--broker {broker!r} must be host:port")
+            raise ConfigError(f"--broker {broker!r} must be host:port")
         base = base.model_copy(update={"host": host, "port": int(port)})
     devices = collect(base, prefix or base.topic_prefix, settle)
     if as_json:
