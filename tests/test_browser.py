@@ -37,7 +37,8 @@ PHONE, DESKTOP = (420, 900), (1280, 1120)
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """A daemon with its web page; yields (base URL, state folder, screenshot folder)."""
+    """A daemon with its web page; yields (base URL, state folder, screenshot folder, [the
+    broker]) (a test may swap the broker for a restarted one)."""
     need_shared(BIRD, UNTAUGHT)
     work = tmp_path_factory.mktemp("browser")
     photos = work / "photos"
@@ -45,12 +46,12 @@ def site(tmp_path_factory):
     for p in [*PHOTOS.glob("*.jpg"), BIRD]:
         shutil.copy(p, photos / p.name)
     photo_replay(work / "replay", photos, frames_per_photo=6, gap=3)
-    broker = Broker(work)
+    brokers = [Broker(work)]
     port = free_port()
     cfg = write_config(work / "d.toml",
                        camera={"type": "replay", "source": str(work / "replay"), "fps": 5},
                        model={"path": str(FLAGSHIP), "backend": "cpu"},
-                       mqtt={"host": "127.0.0.1", "port": broker.port, "device_id": "vend-7",
+                       mqtt={"host": "127.0.0.1", "port": brokers[0].port, "device_id": "vend-7",
                              "status_interval": 1.0},
                        decision={"mode": "event"}, web={"enabled": True, "port": port},
                        capture={"keep_doubtful": True, "doubtful_interval": 4.0})
@@ -61,10 +62,10 @@ def site(tmp_path_factory):
         wait_until(lambda: get_json(url + "/api/live")["seq"], 30, "a first frame")
         shots = Path(os.environ.get("SCREENSHOTS") or work / "shots")
         shots.mkdir(parents=True, exist_ok=True)
-        yield url, work / "state", shots
+        yield url, work / "state", shots, brokers
     finally:
         daemon.stop()
-        broker.stop()
+        brokers[-1].stop()
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,7 @@ def live_verdict(driver, verdict: str) -> str:
 
 
 def test_live_view_shows_frames_and_verdicts(site, browser):
-    url, _, shots = site
+    url, _, shots, _ = site
     viewport(browser, DESKTOP, mobile=False)
     browser.get(url + "/")
     first = wait_until(lambda: stream_digest(browser), 20, "a frame in the live view")
@@ -174,7 +175,7 @@ def test_live_view_shows_frames_and_verdicts(site, browser):
 def test_upload_verdicts(site, browser):
     from selenium.webdriver.common.by import By
 
-    url, _, shots = site
+    url, _, shots, _ = site
     viewport(browser, DESKTOP, mobile=False)
     browser.get(url + "/upload")
 
@@ -204,7 +205,7 @@ def test_upload_verdicts(site, browser):
 
 @pytest.mark.parametrize("page", ["/", "/upload", "/label"])
 def test_phone_and_desktop_width(site, browser, page):
-    url, _, shots = site
+    url, _, shots, _ = site
     name = {"/": "live", "/upload": "upload", "/label": "label"}[page]
     try:
         for size, mobile, tag in ((PHONE, True, "phone"), (DESKTOP, False, "desktop")):
@@ -231,7 +232,7 @@ def test_label_a_captured_frame_with_the_guards(site, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    url, state, shots = site
+    url, state, shots, _ = site
     viewport(browser, DESKTOP, mobile=False)
     browser.get(url + "/label")
     for field, value in (("cframes", "2"), ("cevery", "0.2")):
@@ -303,3 +304,22 @@ def test_label_a_captured_frame_with_the_guards(site, browser):
     assert not (folder / name).exists()
     assert not browser.find_element(By.ID, "confirm").is_displayed()
     wait_until(lambda: "label: 1 frame(s) done" in text_of(browser, "#msg"), 10, "the note")
+
+
+def test_connection_indicator_follows_the_broker(site, browser):
+    url, _, shots, brokers = site
+    viewport(browser, PHONE, mobile=True)
+    try:
+        browser.get(url + "/upload")  # any page shows it
+        wait_until(lambda: attr_of(browser, "#conn", "data-state") == "connected", 10, "up")
+        brokers[0].stop()
+        wait_until(lambda: attr_of(browser, "#conn", "data-state") == "disconnected", 20,
+                   "the indicator to say disconnected")
+        assert text_of(browser, "#conn") == "MQTT disconnected"
+        assert get_json(url + "/api/live")["mqtt"]["connected"] is False
+        browser.save_screenshot(str(shots / "web-disconnected-phone.png"))
+        brokers.append(Broker.restart(brokers[0]))
+        wait_until(lambda: attr_of(browser, "#conn", "data-state") == "connected", 40,
+                   "the indicator to say connected again")
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
