@@ -203,6 +203,41 @@ def test_upload_verdicts(site, browser):
     browser.save_screenshot(str(shots / "web-upload.png"))
 
 
+def test_every_verdict_looks_different(site, browser):
+    """The page's own renderer on the four verdicts (a refused note needs a bundle that
+    refuses one, which the flagship does not): word, colour and what is shown apart."""
+    url, _, _, _ = site
+    viewport(browser, DESKTOP, mobile=False)
+    browser.get(url + "/upload")
+    shown = browser.execute_script("""
+        const out = {};
+        for (const [v, reason, label, score] of [
+            ["accepted", "accepted", "50000_vnd", 0.97],
+            ["unknown", "below_threshold", "50000_vnd", 0.58],
+            ["refused", "refused", "2000_vnd", 0.95],
+            ["empty", "background", "background", 0.99]]) {
+          const box = document.createElement('div');
+          box.innerHTML = verdictHtml({verdict: v, reason, label, score, accepted: v === 'accepted',
+                                       explanation: 'why ' + v});
+          document.body.appendChild(box);
+          const el = box.firstChild;
+          out[v] = {text: el.innerText, cls: el.className,
+                    bg: getComputedStyle(el).backgroundColor,
+                    word: getComputedStyle(el.querySelector('.vword')).color};
+          box.remove();
+        }
+        return out;""")
+    assert shown["accepted"]["text"].startswith("✔ ACCEPTED\n50,000 VND")
+    assert shown["unknown"]["text"].startswith("⚠ NOT ACCEPTED\nwhy unknown")
+    assert "best guess 50000_vnd 0.58" in shown["unknown"]["text"]
+    assert shown["refused"]["text"].startswith("✖ REFUSED\nwhy refused: hand it back")
+    assert "recognised as 2000_vnd 0.95" in shown["refused"]["text"]
+    assert shown["empty"]["text"].startswith("EMPTY SLOT\nwhy empty")
+    assert len({v["bg"] for v in shown.values()}) == 4, shown  # four colours
+    assert len({v["word"] for v in shown.values()}) == 4, shown
+    assert all("VND" not in shown[v]["text"] for v in ("unknown", "refused", "empty"))
+
+
 @pytest.mark.parametrize("page", ["/", "/upload", "/label"])
 def test_phone_and_desktop_width(site, browser, page):
     url, _, shots, _ = site
