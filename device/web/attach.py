@@ -49,7 +49,9 @@ def attach_web(d: Daemon) -> WebServer:
     from device.web.server import Backend, WebServer
     from device.web.upload import UploadError, Uploads
 
-    hub = LiveHub(d.cfg.web.stream_width, getattr(d.cfg.camera, "roi", ()))
+    hub = LiveHub(d.cfg.web.stream_width, getattr(d.cfg.camera, "roi", ()),
+                  connected=d.publisher.connected.is_set,
+                  broker=f"{d.cfg.mqtt.host}:{d.cfg.mqtt.port}")
 
     def inject(frame) -> None:
         if d.buffer is None:
@@ -73,7 +75,8 @@ def attach_web(d: Daemon) -> WebServer:
 
     uploads = Uploads(inject, lambda: d.spec, d.paused.is_set,
                       max(10.0, 2 * d.cfg.model.inference_timeout))
-    backend = Backend(hub, FrameStore(d.cfg.state.resolved_dir()), uploads,
+    store = FrameStore(d.cfg.state.resolved_dir(), labels=lambda: list(d.spec.labels))
+    backend = Backend(hub, store, uploads,
                       status=lambda: {**d.status().model_dump(),
                                       "capture": d.recorder.progress()},
                       events=events, labels=lambda: list(d.spec.labels), capture=capture)

@@ -5,12 +5,17 @@ A frame's id is its path relative to the state folder ("dataset/10000_vnd/x.jpg"
 "doubtful/x.jpg"); every id is checked to stay inside those two folders. Labelling moves
 a frame (its JPEG, JSON sidecar and model view) into dataset/<label>/, rejecting moves it
 into dataset/_rejected/ (kept out of training and of `make collect`), deleting removes it.
+
+A label must be one of the model's classes or a class folder already in the dataset: a
+typo ("1000_vnd") would otherwise become a new class folder and a new class at the next
+training. A new class is made only when asked for by name (action ``new_class``).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +26,32 @@ _ID = re.compile(r"^(dataset/(?!\.)[A-Za-z0-9_.-]{1,64}|doubtful)/(?!\.)[A-Za-z0
 MAX_LIST = 500
 
 
+ACTIONS = ("label", "new_class", "reject", "delete")
+
+
 class FrameStore:
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, labels: Callable[[], list[str]] | None = None):
+        """``labels``: the running model's classes (None: any well-formed name is taken)."""
         self.root = state_dir
         self.dataset = state_dir / "dataset"
         self.doubtful = state_dir / "doubtful"
+        self.labels = labels
+
+    def classes(self) -> list[str]:
+        """The classes a frame may be labelled with: the model's, then class folders the
+        dataset already has (made by a capture or an explicit new class)."""
+        known = list(self.labels()) if self.labels is not None else []
+        if self.dataset.is_dir():
+            known += sorted(d.name for d in self.dataset.iterdir() if d.is_dir()
+                            and d.name[0] not in "._" and d.name not in known)
+        return known
+
+    def _check_class(self, label: str) -> None:
+        if self.labels is None or label in self.classes():
+            return
+        shown = ", ".join(self.classes()[:12])
+        raise ValueError(f"{label!r} is not one of the model's classes ({shown}): pick one, "
+                         "or ask for a new class explicitly (action new_class)")
 
     def path(self, frame_id: str) -> Path:
         """The JPEG of a frame id, or ValueError for anything outside the store."""
@@ -75,13 +101,22 @@ class FrameStore:
         return dest[0].relative_to(self.root).as_posix()
 
     def apply(self, action: str, ids: list[str], label: str = "") -> dict[str, Any]:
-        """label / reject / delete the frames `ids`; returns the new ids."""
-        if action not in ("label", "reject", "delete"):
-            raise ValueError("action must be label, reject or delete")
+        """label / new_class / reject / delete the frames `ids`; returns the new ids.
+
+        ``label`` takes a known class only (see ``classes()``); ``new_class`` makes the
+        class folder ``label`` when it does not exist yet.
+        """
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(ACTIONS)}")
         if not isinstance(ids, list) or not ids or len(ids) > MAX_LIST:
             raise ValueError(f"ids must be a list of 1 to {MAX_LIST} frame ids")
-        if action == "label":
+        if action in ("label", "new_class"):
             check_label(label)
+            if label.startswith("_"):
+                raise ValueError(f"{label!r}: names starting with '_' are the page's own "
+                                 "folders (_unlabelled, _rejected), not classes")
+            if action == "label":
+                self._check_class(label)
         paths = [self.path(i) for i in ids]  # all valid before anything moves
         done = []
         for jpg in paths:
@@ -90,5 +125,5 @@ class FrameStore:
                     f.unlink(missing_ok=True)
                 done.append(None)
             else:
-                done.append(self._move(jpg, label if action == "label" else REJECTED))
+                done.append(self._move(jpg, REJECTED if action == "reject" else label))
         return {"ok": True, "action": action, "ids": done}

@@ -11,11 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+
+from device.decision import UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,34 @@ def draw(image: np.ndarray, width: int, rois: list[dict[str, Any]], top_k,
     return bgr
 
 
+def verdict_fields(v) -> dict[str, Any]:
+    """A judge() Verdict as the page shows it: the one vocabulary (accepted, refused, empty,
+    unknown), the reason in plain language, and the best guess behind a refusal. The upload
+    answer should carry the same fields (`**verdict_fields(verdict)`)."""
+    if v is None:
+        return {"accepted": None, "reason": "", "verdict": "", "explanation": ""}
+    return {"accepted": v.accepted, "reason": v.reason, "verdict": v.verdict,
+            "explanation": v.explanation}
+
+
+def event_verdict(event) -> dict[str, str]:
+    """An event's verdict: its own when it carries one, else `unknown` for the decider's
+    unknown label and `accepted` for a value."""
+    verdict = getattr(event, "verdict", "") or ("unknown" if event.label == UNKNOWN
+                                                else "accepted")
+    return {"verdict": verdict, "reason": getattr(event, "reason", "") or "",
+            "best_guess": getattr(event, "best_guess", "") or ""}
+
+
 class LiveHub:
     """The newest classified frame, recent events with thumbnails, and the viewers."""
 
-    def __init__(self, width: int = 640, rois=()):
+    def __init__(self, width: int = 640, rois=(), connected: Callable[[], bool] | None = None,
+                 broker: str = ""):
         self.width = width
         self.rois = roi_boxes(rois)
+        self.connected = connected  # is the MQTT session up? (None: not known here)
+        self.broker = broker
         self.latest: Latest | None = None
         self.regions: dict[str, tuple] = {}  # region name -> its newest top-k
         self.watchers = 0
@@ -102,21 +127,27 @@ class LiveHub:
             self.thumbs.pop(self.events[0]["event_id"], None)
         self.events.append({"event_id": event.event_id, "label": event.label,
                             "score": round(event.score, 4), "frames": event.frames,
-                            "ts": round(event.last_ts, 3)})
+                            "ts": round(event.last_ts, 3), **event_verdict(event)})
         self.thumbs[event.event_id] = thumb
 
     # -- viewers ------------------------------------------------------------------------
+    def mqtt(self) -> dict[str, Any]:
+        """The page's connection indicator: is the daemon's MQTT session up?"""
+        return {"connected": None if self.connected is None else bool(self.connected()),
+                "broker": self.broker}
+
     def summary(self) -> dict[str, Any]:
+        """What /api/live answers: the newest frame's top-k and verdict, the MQTT state."""
         latest = self.latest
-        if latest is None:
-            return {"seq": None, "rois": self.rois, "regions": {}, "top_k": []}  # same keys
-        v = latest.verdict
+        if latest is None:  # the same keys before the first frame
+            return {"seq": None, "rois": self.rois, "regions": {}, "top_k": [],
+                    "mqtt": self.mqtt(), **verdict_fields(None)}
         regions = {name: [{"label": k.label, "score": round(k.score, 4)} for k in top]
                    for name, top in self.regions.items()}
         return {"seq": latest.frame.seq, "ts": round(latest.frame.ts, 3), "rois": self.rois,
                 "regions": regions,
                 "top_k": [{"label": k.label, "score": round(k.score, 4)} for k in latest.top_k],
-                "accepted": v.accepted, "reason": v.reason, "model": latest.model}
+                "mqtt": self.mqtt(), **verdict_fields(latest.verdict), "model": latest.model}
 
     def wait_newer(self, seq: int, timeout: float) -> Latest | None:
         """The newest frame once it is newer than `seq` (None after timeout)."""
