@@ -94,8 +94,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from device.config import load_config
+    from device.web.bindable import bind_problems
 
     cfg = load_config(args.config)
+    listeners = ([("web", cfg.web.address, cfg.web.port)] if cfg.web.enabled else []) + (
+        [("metrics", cfg.metrics.address, cfg.metrics.port)] if cfg.metrics.port else [])
+    problems = bind_problems(listeners)
+    for line in problems:
+        print(f"{args.config}: {line}", file=sys.stderr)
+    if problems:
+        return 2
     print(f"{args.config}: OK (camera={cfg.camera.type}, model={cfg.model.path}, "
           f"backend={cfg.model.backend}, broker={cfg.mqtt.host}:{cfg.mqtt.port})")
     return 0
