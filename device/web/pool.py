@@ -4,9 +4,10 @@ requests whose headers have fully arrived.
 
 Why not ThreadingHTTPServer: one thread per connection and a per-read timeout let 1,025
 slow clients take every file descriptor of the daemon (its MQTT session with them), and a
-client sending a byte every few seconds was never cut off. Here a connection over the cap
-is answered 503 and closed at once, a slow or silent client costs a buffer in the selector
-(not a thread), and the deadline counts from the first byte, however the bytes trickle.
+client sending a byte every few seconds was never cut off. Here, at the cap, the oldest
+connection still sending its head is closed to make room (or, if every one is at work,
+the new one is answered 503); a slow or silent client costs a buffer in the selector, not
+a thread; and the deadline counts from the first byte, however the bytes trickle.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n
 class Conn:
     """One client connection: its socket, the head bytes read so far, its deadline."""
 
-    __slots__ = ("deadline", "head", "peer", "sock")
+    __slots__ = ("closed", "deadline", "head", "peer", "sock")
 
     def __init__(self, sock: socket.socket, peer: tuple, deadline: float):
         self.sock, self.peer, self.deadline, self.head = sock, peer, deadline, b""
+        self.closed = False
 
     def reader(self) -> io.BufferedReader:
         """The request as a file: the bytes the selector already read, then the socket."""
@@ -84,7 +86,7 @@ class ConnectionPool:
         self.sel.register(self.sock, selectors.EVENT_READ, None)
         self.lock = threading.Lock()
         self.open = 0  # connections accepted and not yet closed (reading, queued, working)
-        self.reading: set[Conn] = set()  # heads arriving (the selector thread's own)
+        self.reading: dict[Conn, None] = {}  # heads arriving, oldest first (selector's own)
         self.working: set[Conn] = set()  # in a worker, deadline checked by the selector
         self.jobs: queue.SimpleQueue[Conn | None] = queue.SimpleQueue()
         self.refused = self.cut = 0
@@ -143,6 +145,10 @@ class ConnectionPool:
                     self.sel.unregister(self.sock)
                     self.paused_until = time.monotonic() + 1.0
                 return
+            if self.open >= self.cap and self.reading:
+                # full: the oldest connection still sending its head makes room (a flood
+                # of slow clients then cannot keep out one that sends its request at once)
+                self._drop(next(iter(self.reading)), b"503 Service Unavailable")
             with self.lock:
                 full = self.open >= self.cap
                 if not full:
@@ -158,10 +164,12 @@ class ConnectionPool:
                 continue
             sock.setblocking(False)
             c = Conn(sock, peer, time.monotonic() + self.header_timeout)
-            self.reading.add(c)
+            self.reading[c] = None
             self.sel.register(sock, selectors.EVENT_READ, c)
 
     def _read(self, c: Conn) -> None:
+        if c.closed:  # dropped earlier in this round of events (to make room)
+            return
         try:
             data = c.sock.recv(8192)
         except BlockingIOError:
@@ -177,7 +185,7 @@ class ConnectionPool:
                 self._drop(c, b"431 Request Header Fields Too Large")
             return
         self.sel.unregister(c.sock)
-        self.reading.discard(c)
+        del self.reading[c]
         c.sock.setblocking(True)
         c.sock.settimeout(self.io_timeout)
         with self.lock:
@@ -205,7 +213,7 @@ class ConnectionPool:
             _shut(c.sock)  # the worker's blocked read or write returns at once
 
     def _drop(self, c: Conn, status: bytes = b"") -> None:
-        self.reading.discard(c)
+        self.reading.pop(c, None)
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(c.sock)
         if status:
@@ -217,6 +225,9 @@ class ConnectionPool:
     def _close(self, c: Conn) -> None:
         c.sock.close()
         with self.lock:
+            if c.closed:
+                return
+            c.closed = True
             self.open -= 1
             self.working.discard(c)
 
