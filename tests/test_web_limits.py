@@ -84,7 +84,7 @@ class SlowClients:
     def __init__(self, port: int, n: int):
         self.port, self.n, self.stop = port, n, threading.Event()
         self.socks: dict[socket.socket, int] = {}
-        self.closed_by_server = 0
+        self.closed_by_server = self.rounds = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _open(self) -> None:
@@ -119,6 +119,7 @@ class SlowClients:
                     self.closed_by_server += 1
                     del self.socks[s]
                     s.close()
+            self.rounds += 1
             self.stop.wait(max(0.0, 1.0 - (time.monotonic() - t0)))
         for s in self.socks:
             s.close()
@@ -151,10 +152,11 @@ def test_many_slow_connections_leave_the_page_mqtt_and_fds_working(tmp_path, dae
         # would run out of them (the 1,025 connections against 1,024 fds)
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (base_fds + 40, base_fds + 40))
         with SlowClients(port, 80) as slow:
-            wait_until(lambda: slow.closed_by_server >= 40, 30, "the cap closing slow clients")
+            wait_until(lambda: slow.rounds >= 4, 30, "four rounds of slow bytes")
             fds, threads = _fds(pid), _proc(pid, "Threads")
             assert fds <= base_fds + 16 + 4, (base_fds, fds, _fd_kinds(pid))
             assert threads <= base_threads + 1, (base_threads, threads)
+            assert slow.closed_by_server >= 40, slow.closed_by_server  # the cap at work
             # the page answers a real request while the flood goes on
             wait_until(lambda: http(url + "/api/status", password=PASSWORD, timeout=5)[0]
                        == 200, 15, "an authenticated answer during the flood")
@@ -365,10 +367,10 @@ def test_daemon_runs_on_without_the_page_when_its_port_is_taken(tmp_path, broker
         d, _, _ = web_daemon(tmp_path, broker.port, daemon_factory, web={"port": port},
                              wait=False)
         try:
-            rec.wait_for(lambda r: any(
+            rec.wait_for(lambda r: d.proc.poll() is not None or any(
                 "web page not started" in s["last_error"] and s["errors"].get("web") == 1
                 and s["frames"] > 0 for s in r.json_on("status")), 60,
-                "a status naming the web page's port")
+                "a status naming the web page's port (or the daemon's exit)")
         finally:
             rec.close()
         assert d.proc.poll() is None, d.output()[-3000:]
