@@ -1,12 +1,10 @@
-"""The web server: the standard library's request handler on a bounded connection pool
-(device.web.pool: a connection cap, heads read by one selector thread, a fixed number of
-workers, a deadline on the whole request), one request per connection.
+"""The web server: the standard library's request handler on device.web.pool (a connection
+cap, heads read by one selector thread, fixed workers, a whole-request deadline).
 
 Why not aiohttp or Starlette: the page has one or two viewers on a LAN, every request is
-short except the MJPEG stream (a worker that sleeps on a condition between frames, at most
-web.max_streams of them), and the Pi installs nothing more. It is bound to 127.0.0.1
-unless configured otherwise, and off loopback every request needs the password (config
-validation refuses the address without web.password_hash).
+short except the MJPEG stream (a worker sleeping between frames, web.max_streams at most),
+and the Pi installs nothing more. It is bound to 127.0.0.1 unless configured otherwise;
+off loopback every request needs the password (validation insists on web.password_hash).
 
 Guards: a loopback server answers only Host names that are loopback (DNS rebinding); the
 password is decided right after the headers, before any body is read; state-changing
@@ -99,8 +97,10 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, data: Any, status: int = 200) -> None:
         self._send(status, json.dumps(data, ensure_ascii=False).encode(), "application/json")
 
-    def _error(self, status: int, message: str) -> None:
-        self._json({"ok": False, "error": message}, status)
+    def _error(self, status: int, message: str, retry: float = 0) -> None:
+        body = json.dumps({"ok": False, "error": message}, ensure_ascii=False).encode()
+        extra = {"Retry-After": str(math.ceil(retry))} if retry else None
+        self._send(status, body, "application/json", extra)
 
     def _allowed(self) -> bool:
         """Host and password checks, before anything else is read."""
@@ -118,9 +118,7 @@ class Handler(BaseHTTPRequestHandler):
         elif status != 200:
             why = ("too many wrong passwords from this address" if status == 429
                    else "too many password checks at once")
-            self._send(status, json.dumps({"ok": False, "error": f"{why}: retry in "
-                                           f"{math.ceil(wait)} s"}).encode(),
-                       "application/json", {"Retry-After": str(math.ceil(wait))})
+            self._error(status, f"{why}: retry in {math.ceil(wait)} s", wait)
         return status == 200
 
     def _body(self, limit: int) -> bytes | None:
@@ -178,10 +176,8 @@ class Handler(BaseHTTPRequestHandler):
             full = self.server.streams >= self.server.cfg.max_streams
             self.server.streams += 0 if full else 1
         if full:
-            self._send(503, json.dumps({"ok": False, "error": "too many live views open "
-                                        f"(web.max_streams = {self.server.cfg.max_streams})"
-                                        }).encode(), "application/json", {"Retry-After": "5"})
-            return
+            return self._error(503, "too many live views open (web.max_streams = "
+                               f"{self.server.cfg.max_streams})", 5)
         self.server.pool.unlimit(self.conn)
         try:
             self._stream_frames(hub, gap)
@@ -252,9 +248,7 @@ class Handler(BaseHTTPRequestHandler):
         """One upload at a time, body and decoding included: a second waits a little, then
         is told to retry (memory stays one photo's worth whatever the clients do)."""
         if not uploads.turn.acquire(timeout=5.0):
-            self._send(503, b'{"ok": false, "error": "another photo is being classified: '
-                       b'retry in a moment"}', "application/json", {"Retry-After": "2"})
-            return
+            return self._error(503, "another photo is being classified: retry in 2 s", 2)
         try:
             data = self._body(self.server.cfg.max_upload)
             if data is None:
