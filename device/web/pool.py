@@ -89,7 +89,8 @@ class ConnectionPool:
         self.reading: dict[Conn, None] = {}  # heads arriving, oldest first (selector's own)
         self.working: set[Conn] = set()  # in a worker, deadline checked by the selector
         self.jobs: queue.SimpleQueue[Conn | None] = queue.SimpleQueue()
-        self.refused = self.cut = 0
+        self.noted: dict[str, int] = {}  # connections closed by the limits, not yet logged
+        self.noted_at = 0.0
         self.stopping = threading.Event()
         self.paused_until = 0.0
         self.thread = threading.Thread(target=self._loop, name="web", daemon=True)
@@ -109,8 +110,9 @@ class ConnectionPool:
         with self.lock:
             for c in self.working:
                 _shut(c.sock)
+        deadline = time.monotonic() + 3
         for t in self.workers:
-            t.join(2)
+            t.join(max(0.0, deadline - time.monotonic()))
         self.sel.close()
         self.sock.close()
 
@@ -148,13 +150,14 @@ class ConnectionPool:
             if self.open >= self.cap and self.reading:
                 # full: the oldest connection still sending its head makes room (a flood
                 # of slow clients then cannot keep out one that sends its request at once)
+                self._note("closed to make room (web.max_connections)")
                 self._drop(next(iter(self.reading)), b"503 Service Unavailable")
             with self.lock:
                 full = self.open >= self.cap
                 if not full:
                     self.open += 1
             if full:
-                self.refused += 1
+                self._note("refused: all at work (web.max_connections)")
                 try:
                     sock.setblocking(False)
                     sock.send(BUSY)
@@ -198,19 +201,27 @@ class ConnectionPool:
             self.paused_until = 0.0
             self.sel.register(self.sock, selectors.EVENT_READ, None)
         for c in [c for c in self.reading if c.deadline < now]:
-            self.cut += 1
-            log.info("web page: %s sent no complete request within %g s; closed",
-                     c.peer[0], self.header_timeout)
+            self._note("without a complete request in time (web.header_timeout)")
             self._drop(c, b"408 Request Timeout")
+        self._log_noted(now)
         with self.lock:
             late = [c for c in self.working if c.deadline < now]
             for c in late:
                 c.deadline = float("inf")  # cut once
         for c in late:
-            self.cut += 1
-            log.info("web page: request from %s still running after %g s; cut off",
-                     c.peer[0], self.request_timeout)
+            self._note("cut off mid-request (web.request_timeout)")
             _shut(c.sock)  # the worker's blocked read or write returns at once
+
+    def _note(self, why: str) -> None:
+        """Count a connection the limits closed; `_sweep` logs the counts every 10 s at
+        most, so a flood of slow clients does not flood the journal as well."""
+        self.noted[why] = self.noted.get(why, 0) + 1
+
+    def _log_noted(self, now: float) -> None:
+        if self.noted and now - self.noted_at >= 10:
+            log.warning("web page connections closed by its limits: %s", ", ".join(
+                f"{n} {why}" for why, n in self.noted.items()))
+            self.noted, self.noted_at = {}, now
 
     def _drop(self, c: Conn, status: bytes = b"") -> None:
         self.reading.pop(c, None)
