@@ -205,12 +205,10 @@ class ConnectionPool:
             self._drop(c, b"408 Request Timeout")
         self._log_noted(now)
         with self.lock:
-            late = [c for c in self.working if c.deadline < now]
-            for c in late:
+            for c in [c for c in self.working if c.deadline < now]:
                 c.deadline = float("inf")  # cut once
-        for c in late:
-            self._note("cut off mid-request (web.request_timeout)")
-            _shut(c.sock)  # the worker's blocked read or write returns at once
+                self._note("cut off mid-request (web.request_timeout)")
+                _shut(c.sock)  # the worker's blocked read or write returns at once
 
     def _note(self, why: str) -> None:
         """Count a connection the limits closed; `_sweep` logs the counts every 10 s at
@@ -234,8 +232,8 @@ class ConnectionPool:
         self._close(c)
 
     def _close(self, c: Conn) -> None:
-        c.sock.close()
-        with self.lock:
+        with self.lock:  # closed under the lock: `_sweep` never shuts a reused descriptor
+            c.sock.close()
             if c.closed:
                 return
             c.closed = True
