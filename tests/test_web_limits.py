@@ -316,6 +316,29 @@ def test_upload_bomb_is_refused_from_its_header(tmp_path, broker, daemon_factory
     assert http(url + "/api/classify?name=grey.jpg", jpg.tobytes())[0] == 200
 
 
+def test_one_upload_at_a_time(tmp_path, broker, daemon_factory):
+    _d, url, _ = web_daemon(tmp_path, broker.port, daemon_factory, web={"request_timeout": 8})
+    wait_until(lambda: get_json(url + "/api/live")["seq"], 30, "the daemon running")
+    port = int(url.rsplit(":", 1)[1])
+    slow = socket.create_connection(("127.0.0.1", port))  # an upload that trickles its body
+    slow.sendall(b"POST /api/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Coral-Web: 1\r\n"
+                 b"Content-Length: 1000000\r\n\r\n\xff\xd8")
+    _, jpg = cv2.imencode(".jpg", np.full((240, 320, 3), 128, np.uint8))
+
+    def second() -> tuple:
+        t0 = time.monotonic()
+        status, headers, body = http(url + "/api/classify?name=grey.jpg", jpg.tobytes())
+        return (status, headers, body, time.monotonic() - t0) if status == 503 else None
+
+    _, headers, body, took = wait_until(second, 10, "a second upload told to retry")
+    assert b"another photo" in body and headers["Retry-After"], body
+    assert took < 8, "waited for the slow upload instead of answering"
+    # the slow one is cut at request_timeout; the turn is free again
+    wait_until(lambda: http(url + "/api/classify?name=grey.jpg", jpg.tobytes())[0] == 200,
+               20, "an upload after the slow one was cut off")
+    slow.close()
+
+
 def test_image_size_reads_headers_only():
     img = np.zeros((37, 53, 3), np.uint8)
     for ext, kind in ((".png", "PNG"), (".jpg", "JPEG"), (".webp", "WebP")):
