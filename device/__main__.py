@@ -114,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from device.bundle import load_bundle
     from device.config import load_config
+    from device.web.bindable import bind_problems
 
     cfg = load_config(args.config)
     path = Path(cfg.model.path)
@@ -122,6 +123,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                           "(a bundle folder from `make deploy`, or a .tflite file)")
     # its manifest, labels and checksums: ModelError (exit 3) naming what is wrong
     bundle = load_bundle(path, cfg.model.labels or None)
+    listeners = ([("web", cfg.web.address, cfg.web.port)] if cfg.web.enabled else []) + (
+        [("metrics", cfg.metrics.address, cfg.metrics.port)] if cfg.metrics.port else [])
+    problems = bind_problems(listeners)
+    for line in problems:
+        print(f"{args.config}: {line}", file=sys.stderr)
+    if problems:
+        return 2
     print(f"{args.config}: OK (camera={cfg.camera.type}, model={bundle.name} "
           f"{bundle.version} at {cfg.model.path}, {len(bundle.labels)} classes, "
           f"backend={cfg.model.backend}, broker={cfg.mqtt.host}:{cfg.mqtt.port})")

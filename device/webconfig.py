@@ -37,6 +37,28 @@ class WebConfig(_Section):
                               "(frames are scaled down to it).")
     max_upload: int = Field(16 << 20, ge=1 << 16, description="Largest photo the upload "
                             "page accepts, in bytes.")
+    max_pixels: int = Field(40_000_000, ge=1 << 16, description="Largest photo the upload "
+                            "page decodes, in pixels (width x height, read from the file's "
+                            "header first: a small PNG can hide gigabytes of pixels).")
+    max_connections: int = Field(32, ge=4, le=1000, description="Connections open at once "
+                                 "at most; more are answered 503 and closed (keeps the "
+                                 "daemon's file descriptors for MQTT and the camera).")
+    workers: int = Field(6, ge=2, le=64, description="Threads answering requests. A "
+                         "connection gets one only once its headers have arrived.")
+    max_streams: int = Field(2, ge=1, description="Live views (MJPEG streams) open at once "
+                             "at most; each holds a worker. Must be below workers.")
+    header_timeout: float = Field(10.0, gt=0, le=300, description="Seconds a client has to "
+                                  "send its request line and headers, in total.")
+    request_timeout: float = Field(30.0, gt=0, le=600, description="Seconds a request may "
+                                   "take in total once its headers are in (body, work, "
+                                   "reply); then the connection is cut. Not the live stream.")
+    max_password_checks: int = Field(2, ge=1, le=16, description="Password checks (scrypt, "
+                                     "~16 MiB each) running at once at most.")
+    login_free_failures: int = Field(5, ge=1, description="Wrong passwords a client address "
+                                     "may send before it must wait 1, 2, 4 ... seconds "
+                                     "between guesses (429).")
+    login_max_backoff: float = Field(300.0, ge=1, description="Longest wait, in seconds, "
+                                     "imposed after wrong passwords.")
 
     @model_validator(mode="after")
     def _checks(self) -> WebConfig:
@@ -48,6 +70,9 @@ class WebConfig(_Section):
         if self.password_hash and not HASH_FORMAT.match(self.password_hash):
             raise ValueError("web.password_hash is not a hash made by `python -m "
                              "device.web.auth` (never put the password itself here)")
+        if self.max_streams >= self.workers:
+            raise ValueError(f"web.max_streams ({self.max_streams}) must be below web.workers "
+                             f"({self.workers}): each live view holds a worker")
         if self.enabled and not loopback and not self.password_hash:
             raise ValueError(f"web.address {self.address} is reachable from other machines: "
                              "set web.password_hash (`python -m device.web.auth`) or listen "

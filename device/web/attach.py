@@ -90,8 +90,23 @@ def attach_web(d: Daemon) -> WebServer:
 
 
 def attach(d: Daemon) -> tuple[Recorder, WebServer | None]:
-    """The daemon's recorder (always: cmd/capture) and web page (when enabled)."""
-    return attach_recorder(d), attach_web(d) if d.cfg.web.enabled else None
+    """The daemon's recorder (always: cmd/capture) and web page (when enabled).
+
+    The page is optional: when its address cannot be bound (the port taken since
+    check-config, the address gone) the daemon classifies and publishes on without it,
+    and says so in status (last_error, errors["web"]) instead of exiting.
+    """
+    recorder = attach_recorder(d)
+    if not d.cfg.web.enabled:
+        return recorder, None
+    try:
+        return recorder, attach_web(d)
+    except OSError as exc:
+        w = d.cfg.web
+        d.stats.error("web", f"web page not started: cannot listen on {w.address}:{w.port} "
+                      f"({exc.strerror or exc}); the daemon runs on without it",
+                      logging.ERROR)
+        return recorder, None
 
 
 def close(d: Daemon) -> None:

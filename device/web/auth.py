@@ -16,6 +16,8 @@ import hmac
 import os
 import sys
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 N, R, P = 1 << 14, 8, 1  # ~16 MiB of memory per check: fine on a Pi 4
 
@@ -59,33 +61,79 @@ def credential(header: str | None) -> str | None:
 
 
 class Authorizer:
-    """Checks requests against the stored hash; no hash = everything allowed (loopback)."""
+    """Checks requests against the stored hash; no hash = everything allowed (loopback).
 
-    def __init__(self, stored: str):
+    A wrong password costs a scrypt (16 MiB, tens of ms): 48 at once took the daemon from
+    113 to 836 MB. So at most `max_checks` run at once (others are told 503, retry), and a
+    client past `free_failures` wrong guesses waits 1, 2, 4 ... up to `max_backoff` s (429)
+    before its next guess is even looked at. A credential that passed before is a lookup
+    and never waits: the owner's open page keeps working while someone guesses.
+    """
+
+    def __init__(self, stored: str, max_checks: int = 2, free_failures: int = 5,
+                 max_backoff: float = 300.0):
         self.stored = stored
         self._good: set[bytes] = set()
         self._lock = threading.Lock()
+        self._checks = threading.BoundedSemaphore(max_checks)
+        # scrypt runs on these threads only: glibc keeps a freed 16 MiB block in the arena
+        # of the thread that used it, so checks spread over every request thread would
+        # leave 16 MiB behind in each of them
+        self._checkers = ThreadPoolExecutor(max_checks, thread_name_prefix="web-auth")
+        self.free_failures, self.max_backoff = free_failures, max_backoff
+        self._clients: dict[str, list[float]] = {}  # client -> [failures, blocked until]
 
     @property
     def required(self) -> bool:
         return bool(self.stored)
 
-    def allows(self, header: str | None) -> bool:
+    def allows(self, header: str | None, client: str = "") -> bool:
+        return self.check(header, client)[0] == 200
+
+    def check(self, header: str | None, client: str) -> tuple[int, float]:
+        """(200, 0) allowed, (401, 0) no or wrong credential, (429 or 503, seconds to wait)."""
         if not self.stored:
-            return True
+            return 200, 0.0
         secret = credential(header)
         if secret is None:
-            return False
+            return 401, 0.0
         key = hashlib.sha256(secret.encode()).digest()
         with self._lock:
             if key in self._good:
-                return True
-        if not verify_password(secret, self.stored):
-            return False
+                return 200, 0.0
+        wait = self._admit(client)
+        if wait:
+            return 429, wait
+        if not self._checks.acquire(timeout=1.0):
+            return 503, 1.0
+        try:
+            ok = self._checkers.submit(verify_password, secret, self.stored).result()
+        finally:
+            self._checks.release()
+        if not ok:
+            return 401, 0.0
         with self._lock:
+            self._clients.pop(client, None)
             if len(self._good) < 64:
                 self._good.add(key)
-        return True
+        return 200, 0.0
+
+    def _admit(self, client: str) -> float:
+        """Seconds this client must still wait; else its guess is counted (before the
+        check, so concurrent guesses cannot all slip in under the allowance)."""
+        now = time.monotonic()
+        with self._lock:
+            entry = self._clients.get(client)
+            if entry is not None and now < entry[1]:
+                return entry[1] - now
+            if entry is None:
+                if len(self._clients) >= 4096:  # bounded: forget the oldest
+                    self._clients.pop(next(iter(self._clients)))
+                entry = self._clients[client] = [0, 0.0]
+            entry[0] += 1
+            if entry[0] >= self.free_failures:
+                entry[1] = now + min(self.max_backoff, 2.0 ** (entry[0] - self.free_failures))
+            return 0.0
 
 
 def main() -> int:

@@ -1,32 +1,35 @@
-"""The web server: the standard library's ThreadingHTTPServer, one thread per connection.
+"""The web server: the standard library's request handler on device.web.pool (a connection
+cap, heads read by one selector thread, fixed workers, a whole-request deadline).
 
 Why not aiohttp or Starlette: the page has one or two viewers on a LAN, every request is
-short except the MJPEG stream (a thread that sleeps on a condition between frames), and
-the Pi installs nothing more; the daemon's threads stay the only concurrency model. It is
-bound to 127.0.0.1 unless configured otherwise, and off loopback every request needs the
-password (config validation refuses the address without web.password_hash).
+short except the MJPEG stream (a worker sleeping between frames, web.max_streams at most),
+and the Pi installs nothing more. It is bound to 127.0.0.1 unless configured otherwise;
+off loopback every request needs the password (validation insists on web.password_hash).
 
-Guards: a loopback server answers only Host names that are loopback (DNS rebinding);
-state-changing requests need an `X-Coral-Web: 1` header, which a cross-site form or image
-cannot send (CSRF); bodies are bounded and read fully before any work.
+Guards: a loopback server answers only Host names that are loopback (DNS rebinding); the
+password is decided right after the headers, before any body is read; state-changing
+requests need an `X-Coral-Web: 1` header, which a cross-site form or image cannot send
+(CSRF); bodies are bounded and read fully before any work; one upload at a time.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
 
 from device.web.auth import Authorizer
 from device.web.frames import FrameStore
 from device.web.live import LiveHub
+from device.web.pool import Conn, ConnectionPool
 from device.web.upload import UploadError, Uploads
 from device.webconfig import WebConfig, is_loopback
 
@@ -59,7 +62,19 @@ def _asset(name: str) -> bytes:
 class Handler(BaseHTTPRequestHandler):
     server: WebServer
     protocol_version = "HTTP/1.1"
-    timeout = 30  # seconds a connection may sit idle or stall a read/write (slow clients)
+    timeout = None  # the pool sets the socket's timeout and the request's deadline
+
+    def __init__(self, conn: Conn, server: WebServer):
+        self.conn = conn
+        super().__init__(conn.sock, conn.peer, server)
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = self.conn.reader()
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()  # one request per connection: an idle one holds nothing
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("%s " + fmt, self.address_string(), *args)
@@ -72,6 +87,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("X-Frame-Options", "DENY")
+        self.send_header("Connection", "close")
         for k, v in (extra or {}).items():
             self.send_header(k, v)
         self.end_headers()
@@ -81,8 +97,10 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, data: Any, status: int = 200) -> None:
         self._send(status, json.dumps(data, ensure_ascii=False).encode(), "application/json")
 
-    def _error(self, status: int, message: str) -> None:
-        self._json({"ok": False, "error": message}, status)
+    def _error(self, status: int, message: str, retry: float = 0) -> None:
+        body = json.dumps({"ok": False, "error": message}, ensure_ascii=False).encode()
+        extra = {"Retry-After": str(math.ceil(retry))} if retry else None
+        self._send(status, body, "application/json", extra)
 
     def _allowed(self) -> bool:
         """Host and password checks, before anything else is read."""
@@ -91,13 +109,17 @@ class Handler(BaseHTTPRequestHandler):
                 LOOPBACK_HOSTS:
             self._error(421, "this page answers only on a loopback host name")
             return False
-        if not self.server.auth.allows(self.headers.get("Authorization")):
-            self.close_connection = True
+        status, wait = self.server.auth.check(self.headers.get("Authorization"),
+                                              self.client_address[0])
+        if status == 401:
             self._send(401, b'{"ok": false, "error": "password required"}',
                        "application/json",
                        {"WWW-Authenticate": 'Basic realm="coral-classifier", charset="UTF-8"'})
-            return False
-        return True
+        elif status != 200:
+            why = ("too many wrong passwords from this address" if status == 429
+                   else "too many password checks at once")
+            self._error(status, f"{why}: retry in {math.ceil(wait)} s", wait)
+        return status == 200
 
     def _body(self, limit: int) -> bytes | None:
         try:
@@ -106,10 +128,12 @@ class Handler(BaseHTTPRequestHandler):
             self._error(411, "Content-Length required")
             return None
         if length < 0 or length > limit:
-            self.close_connection = True
             self._error(413, f"body of {length} bytes is too large (at most {limit})")
             return None
-        return self.rfile.read(length)
+        data = self.rfile.read(length)
+        if len(data) < length:
+            raise ConnectionAbortedError("body cut short")  # gone, or past the deadline
+        return data
 
     # -- GET -------------------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -148,6 +172,20 @@ class Handler(BaseHTTPRequestHandler):
     def _stream(self) -> None:
         """MJPEG: the pipeline's newest frame, drawn, at most stream_fps a second."""
         hub, gap = self.server.backend.hub, 1.0 / self.server.cfg.stream_fps
+        with self.server.lock:
+            full = self.server.streams >= self.server.cfg.max_streams
+            self.server.streams += 0 if full else 1
+        if full:
+            return self._error(503, "too many live views open (web.max_streams = "
+                               f"{self.server.cfg.max_streams})", 5)
+        self.server.pool.unlimit(self.conn)
+        try:
+            self._stream_frames(hub, gap)
+        finally:
+            with self.server.lock:
+                self.server.streams -= 1
+
+    def _stream_frames(self, hub: LiveHub, gap: float) -> None:
         self.send_response(200)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         self.send_header("Cache-Control", "no-store")
@@ -185,14 +223,7 @@ class Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         b = self.server.backend
         if url.path == "/api/classify":
-            data = self._body(self.server.cfg.max_upload)
-            if data is None:
-                return
-            name = urllib.parse.parse_qs(url.query).get("name", ["upload"])[0][:200]
-            try:
-                self._json(b.uploads.classify(data, name))
-            except UploadError as exc:
-                self._error(exc.status, str(exc))
+            self._classify(url, b.uploads)
             return
         if url.path not in ("/api/frames", "/api/capture"):
             self._error(404, f"no endpoint {url.path[:80]}")
@@ -213,23 +244,43 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, FileNotFoundError) as exc:
             self._error(400, str(exc))
 
+    def _classify(self, url: urllib.parse.SplitResult, uploads: Uploads) -> None:
+        """One upload at a time, body and decoding included: a second waits a little, then
+        is told to retry (memory stays one photo's worth whatever the clients do)."""
+        if not uploads.turn.acquire(timeout=5.0):
+            return self._error(503, "another photo is being classified: retry in 2 s", 2)
+        try:
+            data = self._body(self.server.cfg.max_upload)
+            if data is None:
+                return
+            name = urllib.parse.parse_qs(url.query).get("name", ["upload"])[0][:200]
+            try:
+                reply = uploads.classify(data, name, self.server.cfg.max_pixels)
+            except UploadError as exc:
+                self._error(exc.status, str(exc))
+                return
+        finally:
+            uploads.turn.release()
+        self._json(reply)
 
-class WebServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 16
+
+class WebServer:
+    """The page's server: the pool's listener is bound here (OSError when it cannot be)."""
 
     def __init__(self, cfg: WebConfig, backend: Backend):
         self.cfg, self.backend = cfg, backend
-        self.auth = Authorizer(cfg.password_hash)
+        self.auth = Authorizer(cfg.password_hash, cfg.max_password_checks,
+                               cfg.login_free_failures, cfg.login_max_backoff)
         self.loopback = is_loopback(cfg.address)
         self.stopping = threading.Event()
-        if ":" in cfg.address:
-            import socket
-
-            self.address_family = socket.AF_INET6
-        super().__init__((cfg.address, cfg.port), Handler)
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.5},
-                                       name="web", daemon=True)
+        self.lock = threading.Lock()
+        self.streams = 0
+        self.pool = ConnectionPool(
+            cfg.address, cfg.port, lambda conn: Handler(conn, self),
+            max_connections=cfg.max_connections, workers=cfg.workers,
+            header_timeout=cfg.header_timeout, request_timeout=cfg.request_timeout)
+        self.server_address = self.pool.address
+        self.thread = self.pool.thread
 
     @property
     def url(self) -> str:
@@ -238,7 +289,7 @@ class WebServer(ThreadingHTTPServer):
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
 
     def start(self) -> None:
-        self.thread.start()
+        self.pool.start()
         log.info("web page on %s%s", self.url,
                  " (password required)" if self.auth.required else "")
 
@@ -246,5 +297,4 @@ class WebServer(ThreadingHTTPServer):
         self.stopping.set()
         with self.backend.hub.cond:
             self.backend.hub.cond.notify_all()
-        self.shutdown()
-        self.server_close()
+        self.pool.close()

@@ -23,8 +23,10 @@ import numpy as np
 
 from device import messages, processing
 from device.cameras.base import Frame
+from device.web.imagesize import image_size
 
 MAX_SIDE = 4096  # larger photos are scaled down first (memory, time)
+MAX_PIXELS = 40_000_000  # web.max_pixels' default
 
 
 class UploadError(Exception):
@@ -33,8 +35,17 @@ class UploadError(Exception):
         self.status = status
 
 
-def decode_photo(data: bytes) -> np.ndarray:
-    """An uploaded file to RGB uint8 (EXIF orientation applied), bounded in size."""
+def decode_photo(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An uploaded file to RGB uint8 (EXIF orientation applied), bounded in size: the
+    header's width x height is checked before the decoder allocates anything."""
+    size = image_size(data)
+    if size is None:
+        raise UploadError(400, "not an image file the page reads: send a JPEG, PNG or WebP "
+                          "(or its header is damaged)")
+    kind, w, h = size
+    if w * h > max_pixels or not w or not h:
+        raise UploadError(413, f"the {kind} is {w} x {h} pixels; at most {max_pixels:,} "
+                          "pixels are decoded (web.max_pixels): scale it down first")
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if bgr is None:
         raise UploadError(400, "not an image file OpenCV can read (JPEG, PNG, WebP, ...)")
@@ -52,13 +63,14 @@ class Uploads:
         self.pending: dict[int, list] = {}
         self.numbers = itertools.count(1)
         self.lock = threading.Lock()
+        self.turn = threading.Lock()  # held by the web server: one upload at a time
 
-    def classify(self, data: bytes, name: str) -> dict[str, Any]:
+    def classify(self, data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> dict[str, Any]:
         """The photo's classification (a request thread; UploadError when it cannot be)."""
         if self.paused():
             raise UploadError(409, "the daemon is paused (cmd/pause): resume it to classify")
         t0 = time.perf_counter()
-        image = decode_photo(data)
+        image = decode_photo(data, max_pixels)
         spec = self.spec()
         prepared = processing.resize(image, spec.width, spec.height, spec.resize)
         decode_ms = (time.perf_counter() - t0) * 1e3
