@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device.decision import REFUSED_PREFIX
 from device.messages import StatusPayload
 from device.mqtt.publisher import Publisher, state_topic
 
@@ -134,11 +135,12 @@ def _counters(add, base: str, labels: Labels) -> None:
     add("sensor", "count_unknown", "Unknown notes", state_topic=f"{base}/counts",
         value_template=f"{{{{ {count(UNKNOWN)} }}}}", state_class="total_increasing",
         icon="mdi:help-circle-outline")
-    # refused events count under "refused", or under the note a bundle learned to refuse
-    refused = " + ".join(count(k) for k in [REFUSED, *sorted(labels.refused)])
+    # refused events count per class as "refused:<class>" (device.decision.Event.count_key)
+    refused = ("{% set ns = namespace(n=0) %}{% for k, v in value_json.counts.items() %}"
+               "{% if k.startswith('" + REFUSED_PREFIX + "') %}{% set ns.n = ns.n + v %}"
+               "{% endif %}{% endfor %}{{ ns.n }}")
     add("sensor", "count_refused", "Refused notes", state_topic=f"{base}/counts",
-        value_template=f"{{{{ {refused} }}}}", state_class="total_increasing",
-        icon="mdi:cash-remove")
+        value_template=refused, state_class="total_increasing", icon="mdi:cash-remove")
 
 
 def _health(add, base: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from device.decision import UNKNOWN
+from device.openset import REASONS
 
 
 @dataclass(frozen=True)
@@ -74,13 +74,12 @@ def verdict_fields(v) -> dict[str, Any]:
             "explanation": v.explanation}
 
 
-def event_verdict(event) -> dict[str, str]:
-    """An event's verdict: its own when it carries one, else `unknown` for the decider's
-    unknown label and `accepted` for a value."""
-    verdict = getattr(event, "verdict", "") or ("unknown" if event.label == UNKNOWN
-                                                else "accepted")
-    return {"verdict": verdict, "reason": getattr(event, "reason", "") or "",
-            "best_guess": getattr(event, "best_guess", "") or ""}
+def event_verdict(event) -> dict[str, Any]:
+    """An event's verdict as the decider gave it, the reason in plain language, and for an
+    `unknown` the class it looked most like."""
+    return {"verdict": event.verdict, "reason": event.reason,
+            "explanation": REASONS.get(event.reason, event.reason),
+            "guess": event.guess or "", "guess_score": event.guess_score}
 
 
 class LiveHub:

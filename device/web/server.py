@@ -283,6 +283,11 @@ class WebServer:
         self.thread = self.pool.thread
 
     @property
+    def server_port(self) -> int:
+        """The port bound (the configured one, or the one the system chose for port 0)."""
+        return int(self.server_address[1])
+
+    @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         host = "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -24,6 +24,7 @@ import numpy as np
 from device import messages, processing
 from device.cameras.base import Frame
 from device.web.imagesize import image_size
+from device.web.live import verdict_fields
 
 MAX_SIDE = 4096  # larger photos are scaled down first (memory, time)
 MAX_PIXELS = 40_000_000  # web.max_pixels' default
@@ -99,7 +100,6 @@ class Uploads:
         total = (time.perf_counter() - t0) * 1e3
         result = messages.Result(1, done.frame.ts, c, decode_ms, total)
         payload = messages.result_payload(result, done.spec.info(), done.spec.backend)
-        ood = None if verdict.ood_score is None else round(verdict.ood_score, 5)
-        waiter[1] = {"image": name, **payload, "accepted": verdict.accepted,
-                     "ood_score": ood, "reason": verdict.reason}
+        waiter[1] = {"image": name, **payload, "ood_score": verdict.ood_score,
+                     **verdict_fields(verdict)}
         waiter[0].set()

@@ -84,7 +84,7 @@ async function liveTick() {
 }
 function eventHtml(ev) {
   const v = ev.verdict || (ev.label === "unknown" ? "unknown" : "accepted");
-  const what = v === "accepted" ? esc(amount(ev.label, ev)) : esc(ev.label) + (ev.best_guess ? ` (best guess ${esc(ev.best_guess)})` : "");
+  const what = v === "accepted" ? esc(amount(ev.label, ev)) : esc(ev.label) + (ev.guess ? ` (best guess ${esc(ev.guess)} ${Number(ev.guess_score).toFixed(2)})` : "");
   return `<div class="event v-${esc(v)}" data-verdict="${esc(v)}"><img src="/events/${encodeURIComponent(ev.event_id)}.jpg" alt="">
     <span class="tag">${WORDS[v] || esc(v)}</span><br><b>${what}</b> ${ev.score.toFixed(2)}<br><span class="muted">${ev.frames} frames · ${new Date(ev.ts * 1000).toLocaleTimeString()}</span></div>`;
 }
