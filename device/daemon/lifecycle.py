@@ -112,7 +112,8 @@ class Daemon:
 
         self.updater = Updater(self.cfg.update, self.cfg.model.path, self.request_reload,
                                lambda r: self.publisher.reply("update", r),
-                               self.publish_status, self.cfg.model.load_timeout + 30)
+                               self.publish_status, self.cfg.model.load_timeout + 30,
+                               device_id=self.cfg.mqtt.device_id)
         self.sender.start()
         self.commands.start()
         self.publisher.start()
