@@ -41,13 +41,16 @@ def keys(tmp_path_factory):
 
 
 def start_device(tmp_path, broker, daemon_factory, device_id, key=None, env=None,
-                 **update):
+                 prepare=None, **update):
     """A daemon on v0 (the demo bundle). key: the private key it trusts (its public half
-    goes to update.public_key); None with allow_unsigned=True is the explicit opt-out."""
+    goes to update.public_key); None with allow_unsigned=True is the explicit opt-out.
+    prepare(models) runs before the daemon starts."""
     root = tmp_path / "device"
     (root / "models").mkdir(parents=True)
     shutil.copytree(DEMO, root / "models" / "v0")
     (root / "models" / "current").symlink_to("v0")
+    if prepare is not None:
+        prepare(root / "models")
     from device.tools.synthetic import write_sequence
 
     write_sequence(tmp_path / "replay", ["note_5", "note_10"], gap=2, frames_per_object=3)

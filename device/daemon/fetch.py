@@ -167,7 +167,8 @@ def _http_once(url: str, dest: Path, limits: Limits, progress: Progress) -> int:
             raise UpdateError(f"{url[:200]} offers {total} bytes; "
                               + (f"the request says {limits.size}" if limits.size else
                                  f"update.max_bytes is {limits.max_bytes}"))
-        check_space(dest.parent, (total or limits.limit) - have, limits.reserve)
+        expected = total or limits.size  # unknown: checked while writing
+        check_space(dest.parent, expected - have if expected else 0, limits.reserve)
 
         def read(wait: float) -> bytes:
             if sock is not None:
