@@ -103,11 +103,14 @@ class Store:
         except OSError:
             return
         for p in names:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-            log.info("removed %s, left by an interrupted update", p.name)
+            try:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink(missing_ok=True)
+                log.info("removed %s, left by an interrupted update", p.name)
+            except OSError as exc:  # never stop the daemon from starting over it
+                log.warning("cannot remove %s (%s): remove it by hand", p, exc)
 
     def current_version(self) -> str:
         """The version in the manifest of what `current` points at ('' when unknown)."""
