@@ -28,7 +28,7 @@ endif
 
 .PHONY: help venv train-deps mosquitto test-tools demo demo-model test test-all test-hw test-pi \
 	lint bench bench-train \
-	install-device uninstall-device deploy rollback rollout fleet container clean
+	install-device uninstall-device deploy rollback rollout keys fleet container clean
 
 # q: one shell word, whatever the value holds (HOST='pi@x;cmd' stays one argument)
 q = '$(subst ','\'',$(1))'
@@ -115,8 +115,9 @@ bench: venv mosquitto ## benchmark: raw invoke vs the daemon's whole pipeline to
 bench-train: train-deps ## training speed: cached-feature head vs end-to-end frozen epochs, and fine-tuning
 	$(PY) -m host_training.bench $(BENCH_TRAIN_ARGS)
 
-install-device: ## on the Pi: user, deploy group + sudoers rule, venv, config, unit, udev rule (DEPLOY_USERS=, LIBEDGETPU_DEB=, TFLITE_WHEEL=)
+install-device: ## on the Pi: user, deploy group + sudoers rule, venv, config, unit, udev rule (DEPLOY_USERS=, LIBEDGETPU_DEB=, TFLITE_WHEEL=, UPDATE_PUBLIC_KEY=)
 	$(SUDO) env LIBEDGETPU_DEB=$(call q,$(LIBEDGETPU_DEB)) TFLITE_WHEEL=$(call q,$(TFLITE_WHEEL)) \
+	  UPDATE_PUBLIC_KEY=$(call q,$(UPDATE_PUBLIC_KEY)) \
 	  $(if $(DEPLOY_USERS),DEPLOY_USERS=$(call q,$(DEPLOY_USERS))) systemd/install-device.sh install
 
 uninstall-device: ## on the Pi: undo install-device (PURGE=1 also removes config, models and counts)
@@ -132,7 +133,13 @@ rollback: venv ## switch a device back to its previous model: make rollback HOST
 rollout: venv ## pull update over MQTT, canary first: make rollout MODEL=compiled_models/NAME DEVICES="id1 id2" BROKER=host:port
 	$(PY) -m host_training.rollout --model $(call q,$(MODEL)) \
 	  $(foreach d,$(DEVICES),--device $(call q,$(d))) $(if $(BROKER),--broker $(call q,$(BROKER))) \
-	  $(if $(ALLOW_CPU),--allow-cpu) $(ROLLOUT_ARGS)
+	  $(if $(ALLOW_CPU),--allow-cpu) $(if $(SIGN_KEY),--sign-key $(call q,$(SIGN_KEY))) $(ROLLOUT_ARGS)
+
+# rollout signs with keys/update.pem when it exists (make keys); SIGN_KEY= turns that off
+SIGN_KEY ?= $(wildcard keys/update.pem)
+
+keys: venv ## Ed25519 key pair that signs pull updates: keys/update.pem (private, 600) and keys/update.pub (never overwrites)
+	$(PY) -m host_training.keys --out $(call q,$(or $(KEYS_DIR),keys))
 
 fleet: venv ## every device on the broker: model, backend, fps, errors (BROKER=host:port, FLEET_ARGS=--json)
 	$(PY) -m device fleet --broker $(call q,$(or $(BROKER),localhost:1883)) $(FLEET_ARGS)

@@ -57,21 +57,44 @@ class HomeAssistantConfig(_Section):
 
 
 class UpdateConfig(_Section):
-    """Pull updates: `cmd/update {url, sha256, version, signature?}` (device/daemon/update.py)."""
+    """Pull updates: `cmd/update {envelope, signature}` (device/daemon/update.py)."""
 
     enabled: bool = Field(True, description="Accept cmd/update (false: refuse every update).")
     public_key: str = Field(
-        "", description="Ed25519 public key (base64 of its 32 bytes, or a PEM file's path): "
-        "when set, every update must carry a signature of its bundle's manifest.json.")
+        "", description="Ed25519 public key (base64 of its 32 bytes, or a PEM file's path) "
+        "that signs update envelopes (`make keys` makes the pair).")
+    allow_unsigned: bool = Field(
+        False, description="Opt out of signing: accept unsigned {url, sha256, version} "
+        "requests from anyone who may publish cmd/update (doctor warns).")
+    allow_downgrade: bool = Field(
+        False, description="Accept versions older than the one serving (replays of old "
+        "signed updates); a request may also carry allow_downgrade in its signed envelope.")
+    fleet: str = Field("", max_length=64, description="Fleet id: envelopes signed for this "
+                       "fleet are accepted as well as those naming this device.")
     allowed_schemes: tuple[Literal["https", "http", "file"], ...] = Field(
-        ("https", "file"), description="Where updates may come from: https, http (a trusted "
-        "network only), file (an absolute path on the device).")
+        ("https", "file"), description="Where updates may come from (redirects included): "
+        "https, http (a trusted network only), file (an absolute path on the device).")
     max_bytes: int = Field(200 << 20, ge=1024, description="Largest archive accepted.")
-    timeout: float = Field(30.0, gt=0, le=600, description="Seconds a download may stall.")
+    max_files: int = Field(1000, ge=4, le=100_000, description="Most files and folders an "
+                           "archive may hold.")
+    reserve_bytes: int = Field(64 << 20, ge=0, description="Free space an update leaves on "
+                               "the models disk (checked before and while downloading).")
+    timeout: float = Field(30.0, gt=0, le=600, description="Seconds a download may stall; "
+                           "also the window min_rate is measured over.")
+    min_rate: int = Field(1024, ge=0, description="Slowest download accepted, in bytes/s "
+                          "over each `timeout` window (0 = no minimum).")
+    deadline: float = Field(900.0, gt=0, le=86400, description="Seconds a whole download "
+                            "may take, resumes included.")
     keep: int = Field(3, ge=2, le=100, description="Versions kept in models/ (current and "
                       "previous included).")
     lock_wait: float = Field(300.0, ge=0, description="Seconds to wait for a running deploy "
                              "(models/.deploy.lock) before refusing.")
+
+    @model_validator(mode="after")
+    def _fleet(self) -> UpdateConfig:
+        if self.fleet:
+            _check_topic("update.fleet", self.fleet, levels=False)
+        return self
 
 
 class LogConfig(_Section):

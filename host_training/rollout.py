@@ -1,13 +1,15 @@
 """`make rollout`: a pull update for a fleet over MQTT, canary first.
 
-The bundle is verified here (as `make deploy` does), packed into one archive, optionally
-signed (Ed25519 over its manifest.json) and served over HTTP from this machine (or
-published at a URL you give). Each device gets `cmd/update {url, sha256, version,
-signature, id}` and fetches, verifies, switches, self-tests and confirms on its own (devices
-behind NAT need only reach the broker and the URL). The canary goes first; the rollout
-waits for its confirmation and then for its health — running, frames flowing, no error
-counter rising for --health seconds — before the rest, one at a time, and stops at the
-first failure.
+The bundle is verified here (as `make deploy` does), packed into one archive and served
+over HTTP from this machine (or published at a URL you give). Each device gets
+`cmd/update {envelope, signature, id}`: an envelope (url, sha256, size, version, the
+device's id, not_before) signed with --sign-key (Ed25519, `make keys`), which the device
+checks before it fetches a byte; then it fetches, verifies, switches, self-tests and
+confirms on its own (devices behind NAT need only reach the broker and the URL). Without
+a key the request is unsigned, which only devices with update.allow_unsigned accept.
+The canary goes first; the rollout waits for its confirmation and then for its health —
+running, frames flowing, no error counter rising for --health seconds — before the rest,
+one at a time, and stops at the first failure.
 """
 
 from __future__ import annotations
@@ -95,13 +97,11 @@ def rollout(model: Path, devices: list[str], broker: str, *, allow_cpu: bool = F
             sign_key: Path | None = None, health: float = 30.0, timeout: float = 300.0,
             prefix: str = "coral-classifier") -> None:
     from host_training.deploy import verify_locally
-    from host_training.serve import BundleServer, pack, sign
+    from host_training.serve import BundleServer, pack, signed_request
     from host_training.watch import split_broker
 
     bundle = verify_locally(model, allow_cpu)
     check_version(bundle.version)
-    manifest = (bundle.root / "manifest.json").read_bytes()
-    signature = sign(sign_key, manifest) if sign_key else ""
     with tempfile.TemporaryDirectory(prefix="coral-rollout-") as tmp:
         archive = Path(tmp) / f"{bundle.version}.tar.gz"
         sha = pack(bundle.root, archive)
@@ -121,10 +121,12 @@ def rollout(model: Path, devices: list[str], broker: str, *, allow_cpu: bool = F
                 role = "canary" if i == 0 and len(devices) > 1 else "device"
                 w = DeviceWatch(broker, device, prefix, commands=("update",))
                 try:
-                    request = {"url": url, "sha256": sha, "version": bundle.version,
-                               "id": f"rollout-{os.getpid()}-{i}"}
-                    if signature:
-                        request["signature"] = signature
+                    rid = f"rollout-{os.getpid()}-{i}"
+                    fields = {"url": url, "sha256": sha, "version": bundle.version,
+                              "size": archive.stat().st_size}
+                    request = (signed_request(sign_key, **fields, devices=[device],
+                                              request_id=rid) if sign_key
+                               else {**fields, "id": rid})
                     log.info("%s %s: updating to %s", role, device, bundle.version)
                     r = update_one(w, request, timeout)
                     if not r.get("ok") or r.get("state") != "done":
@@ -163,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                     default="0.0.0.0", help="address the HTTP server listens on")
     ap.add_argument("--port", type=int, default=0, help="HTTP port (0 = any free one)")
     ap.add_argument("--sign_key", "--sign-key", dest="sign_key", type=Path, default=None,
-                    help="Ed25519 private key (PEM): devices with update.public_key require it")
+                    help="Ed25519 private key (PEM, from `make keys`): signs each device's "
+                         "envelope; devices accept unsigned updates only with "
+                         "update.allow_unsigned")
     ap.add_argument("--health", type=float, default=30.0,
                     help="seconds each device must stay healthy before the next")
     ap.add_argument("--timeout", type=float, default=300.0, help="per device update timeout")

@@ -1,16 +1,20 @@
-"""A bundle as a pull update: packed into one archive, optionally signed, served over HTTP
-from the workstation (with Range requests, so an interrupted download resumes)."""
+"""A bundle as a pull update: packed into one archive, described by a signed envelope
+(url, sha256, size, version, devices or fleet, not_before: what a device checks before it
+fetches a byte), served over HTTP from the workstation (with Range requests, so an
+interrupted download resumes)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import http.server
+import json
 import logging
 import os
 import re
 import tarfile
 import threading
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -44,6 +48,26 @@ def sign(key_file: Path, manifest: bytes) -> str:
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{key_file} is not an Ed25519 private key")
     return base64.b64encode(key.sign(manifest)).decode()
+
+
+def signed_request(key_file: Path, *, url: str, sha256: str, size: int, version: str,
+                   devices: list[str] | None = None, fleet: str = "",
+                   not_before: float | None = None, allow_downgrade: bool = False,
+                   request_id: str = "") -> dict:
+    """cmd/update's payload: {envelope, signature, id}. The envelope is JSON text signed as
+    it is sent, so the device verifies exactly those bytes. not_before defaults to five
+    minutes ago (a device clock running a little behind still accepts it)."""
+    fields: dict = {"url": url, "sha256": sha256, "size": size, "version": version,
+                    "not_before": int(time.time() - 300 if not_before is None else not_before)}
+    if devices:
+        fields["devices"] = list(devices)
+    if fleet:
+        fields["fleet"] = fleet
+    if allow_downgrade:
+        fields["allow_downgrade"] = True
+    envelope = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    out = {"envelope": envelope, "signature": sign(key_file, envelope.encode())}
+    return {**out, "id": request_id} if request_id else out
 
 
 def public_key_b64(key_file: Path) -> str:

@@ -82,6 +82,39 @@ install_sudoers() {
     rm -f "$tmp"
 }
 
+# Pull updates are signed by default: UPDATE_PUBLIC_KEY (the keys/update.pub that `make keys`
+# wrote on the workstation, copied here) becomes $ETC/update.pub and update.public_key.
+# Without it a new config opts out explicitly (update.allow_unsigned = true), which
+# `coral-classifier doctor` warns about; a kept config is left as it is.
+configure_update_key() {
+    local cfg="$DESTDIR$ETC/config.toml" fresh=$1 key="${UPDATE_PUBLIC_KEY:-}"
+    if [ -n "$key" ]; then
+        [ -f "$key" ] || die "UPDATE_PUBLIC_KEY=$key is not a file: copy keys/update.pub from the workstation (make keys)"
+        if grep -q "PRIVATE KEY" "$key"; then
+            die "UPDATE_PUBLIC_KEY=$key is a private key: give keys/update.pub and keep update.pem on the workstation"
+        fi
+        grep -q "BEGIN PUBLIC KEY" "$key" || die "UPDATE_PUBLIC_KEY=$key is not a PEM public key (keys/update.pub from make keys)"
+        install -m 0644 "$key" "$DESTDIR$ETC/update.pub"
+        local line="public_key = \"$ETC/update.pub\"  # installed from UPDATE_PUBLIC_KEY (make keys)"
+        if grep -q '^public_key *=' "$cfg"; then
+            sed -i -e "s|^public_key *=.*|$line|" -e 's|^allow_unsigned *=.*|allow_unsigned = false|' "$cfg"
+        elif grep -q '^\[update\]' "$cfg"; then
+            sed -i "/^\[update\]/a $line" "$cfg"
+        else
+            printf '\n[update]\n%s\n' "$line" >> "$cfg"
+        fi
+        say "pull updates must be signed with the key matching $ETC/update.pub"
+    elif [ "$fresh" = 1 ]; then
+        sed -i 's|^allow_unsigned *=.*|allow_unsigned = true    # no UPDATE_PUBLIC_KEY at install: unsigned updates accepted (doctor warns)|' "$cfg"
+        say "no UPDATE_PUBLIC_KEY: unsigned pull updates are accepted (update.allow_unsigned = true)."
+        say "  To require signatures: make keys (workstation), copy keys/update.pub here, then"
+        say "  sudo make install-device UPDATE_PUBLIC_KEY=/path/to/update.pub"
+    elif ! grep -q '^allow_unsigned *= *true' "$cfg" && ! grep -q '^public_key *= *"[^"]' "$cfg"; then
+        say "pull updates are refused until update.public_key is set (UPDATE_PUBLIC_KEY=) or"
+        say "  update.allow_unsigned = true opts out of signing"
+    fi
+}
+
 install_device() {
     check_prefix
     if [ -z "$DESTDIR" ]; then
@@ -134,8 +167,10 @@ install_device() {
         chmod 0640 "$DESTDIR$ETC/config.toml"
         say "wrote $ETC/config.toml: set mqtt.host and the rest, then check it with"
         say "  $PREFIX/venv/bin/coral-classifier check-config $ETC/config.toml"
+        configure_update_key 1
     else
         say "kept the existing $ETC/config.toml"
+        configure_update_key 0
     fi
     install -D -m 0644 "$SRC/systemd/coral-classifier.service" "$DESTDIR$UNIT"
     install -D -m 0644 "$SRC/systemd/99-coral-edgetpu.rules" "$DESTDIR$RULES"

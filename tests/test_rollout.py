@@ -14,8 +14,11 @@ from .test_deploy import DEMO, variant
 @pytest.fixture(scope="module")
 def devices(tmp_path_factory, broker):
     from device.tools.synthetic import write_sequence
+    from host_training.keys import make_keys
+    from host_training.serve import public_key_b64
 
     tmp = tmp_path_factory.mktemp("rollout")
+    key, _ = make_keys(tmp / "keys")  # devices require signed updates (issue 22)
     write_sequence(tmp / "replay", ["note_5", "note_10"], gap=2, frames_per_object=3)
     out, daemons = {}, []
     rec = Recorder(broker.port, "coral-classifier/+/status")
@@ -32,13 +35,14 @@ def devices(tmp_path_factory, broker):
             model={"path": str(models / "current"), "backend": "cpu"},
             mqtt={"host": "127.0.0.1", "port": broker.port, "device_id": device_id,
                   "status_interval": 0.5},
-            update={"allowed_schemes": schemes}, state={"dir": str(tmp / device_id)})
+            update={"allowed_schemes": schemes, "public_key": public_key_b64(key)},
+            state={"dir": str(tmp / device_id)})
         daemons.append(DaemonProcess(cfg))
         out[device_id] = models
     rec.wait_for(lambda r: {json.loads(p)["device_id"] for p in r.on("/status")
                             if json.loads(p)["state"] == "running"} >= set(out), 90,
                  "three running daemons")
-    yield {"models": out, "rec": rec, "port": broker.port, "tmp": tmp}
+    yield {"models": out, "rec": rec, "port": broker.port, "tmp": tmp, "key": key}
     rec.close()
     for d in daemons:
         d.stop()
@@ -53,6 +57,7 @@ def rollout(devices, model, ids, health=2):
     return subprocess.run(
         ["make", "-s", "-o", ".venv/.installed", "rollout", f"MODEL={model}",
          f"DEVICES={' '.join(ids)}", f"BROKER=127.0.0.1:{devices['port']}", "ALLOW_CPU=1",
+         f"SIGN_KEY={devices['key']}",
          f"ROLLOUT_ARGS=--serve-address 127.0.0.1 --health {health} --timeout 60"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
 

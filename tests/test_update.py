@@ -1,6 +1,7 @@
 """Pull updates end to end (issue 14): a real daemon, a real mosquitto, cmd/update fetching
 from a local HTTP server (host_training.serve), and the device's own switch, self-test in
-the inference worker, confirmation and rollback."""
+the inference worker, confirmation and rollback. Devices require signed envelopes (issue
+22: signing is on by default); `publish` signs what the tests send."""
 
 import json
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from host_training.serve import BundleServer, pack, public_key_b64, sign
+from host_training.serve import BundleServer, pack, public_key_b64, signed_request
 
 from .conftest import Recorder, write_config
 from .test_deploy import DEMO, variant
@@ -39,14 +40,22 @@ def keys(tmp_path_factory):
     return out
 
 
-def start_device(tmp_path, broker, daemon_factory, device_id, **update):
+def start_device(tmp_path, broker, daemon_factory, device_id, key=None, env=None,
+                 prepare=None, **update):
+    """A daemon on v0 (the demo bundle). key: the private key it trusts (its public half
+    goes to update.public_key); None with allow_unsigned=True is the explicit opt-out.
+    prepare(models) runs before the daemon starts."""
     root = tmp_path / "device"
     (root / "models").mkdir(parents=True)
     shutil.copytree(DEMO, root / "models" / "v0")
     (root / "models" / "current").symlink_to("v0")
+    if prepare is not None:
+        prepare(root / "models")
     from device.tools.synthetic import write_sequence
 
     write_sequence(tmp_path / "replay", ["note_5", "note_10"], gap=2, frames_per_object=3)
+    if key is not None:
+        update = {"public_key": public_key_b64(key), **update}
     cfg = write_config(
         tmp_path / "dev.toml",
         camera={"type": "replay", "source": str(tmp_path / "replay"), "fps": 20, "loop": True},
@@ -55,21 +64,35 @@ def start_device(tmp_path, broker, daemon_factory, device_id, **update):
               "status_interval": 0.5},
         update={"allowed_schemes": ["http", "file"], **update})
     rec = Recorder(broker.port, f"coral-classifier/{device_id}/#")
-    d = daemon_factory(cfg)
+    d = daemon_factory(cfg, env)
     rec.wait_for(lambda r: len(r.on("/result")) >= 3, 60, "results from v0")
     return {"root": root, "models": root / "models", "rec": rec, "daemon": d,
-            "port": broker.port, "id": device_id}
+            "port": broker.port, "id": device_id, "key": key}
 
 
 @pytest.fixture
-def device(tmp_path, broker, daemon_factory):
-    dev = start_device(tmp_path, broker, daemon_factory, "upd-1")
+def device(tmp_path, broker, daemon_factory, keys):
+    dev = start_device(tmp_path, broker, daemon_factory, "upd-1", key=keys["good"])
     yield dev
     dev["rec"].close()
 
 
-def publish(dev, payload: dict) -> None:
+def sign_for(dev, payload: dict, key=None) -> dict:
+    """{url, sha256, version, size?, id} as a signed {envelope, signature, id} for dev.
+    size defaults to the file's own when url is a path."""
+    fields = {k: v for k, v in payload.items() if k != "id"}
+    if not fields.get("size") and str(fields.get("url", "")).startswith("/"):
+        fields["size"] = Path(fields["url"]).stat().st_size
+    return signed_request(key or dev["key"], **{"size": 1, **fields}, devices=[dev["id"]],
+                          request_id=payload.get("id", ""))
+
+
+def publish(dev, payload: dict, raw: bool = False) -> None:
+    """Send cmd/update; signed for dev (when it trusts a key) unless raw."""
     import paho.mqtt.client as mqtt
+
+    if not raw and dev.get("key") is not None and "url" in payload:
+        payload = sign_for(dev, payload)
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     c.connect("127.0.0.1", dev["port"])
@@ -148,7 +171,8 @@ def test_pull_update_over_http_resumes_confirms_and_reports(tmp_path, device, se
     server.handler.do_GET = flaky
     url = f"http://127.0.0.1:{server.port}{server.add(archive)}"
     t0 = time.monotonic()
-    publish(device, {"url": url, "sha256": sha, "version": "7.0.0", "id": "u1"})
+    publish(device, {"url": url, "sha256": sha, "version": "7.0.0",
+                     "size": archive.stat().st_size, "id": "u1"})
     r = final_reply(device, "u1")
     assert r["ok"] and r["state"] == "done", r
     new_sha = load_bundle(b).sha256
@@ -174,7 +198,8 @@ def test_corrupt_download_changes_nothing(tmp_path, device, server):
     archive.write_bytes(bytes(data))  # served bytes no longer match the sha256 sent
     before = served(device)
     url = f"http://127.0.0.1:{server.port}{server.add(archive)}"
-    publish(device, {"url": url, "sha256": sha, "version": "7.1.0", "id": "c1"})
+    publish(device, {"url": url, "sha256": sha, "version": "7.1.0",
+                     "size": archive.stat().st_size, "id": "c1"})
     r = final_reply(device, "c1")
     assert not r["ok"] and r["state"] == "failed" and "corrupt download" in r["error"], r
     assert links(device) == {"current": "v0", "previous": ""}
@@ -198,7 +223,8 @@ def test_failing_self_test_rolls_back(tmp_path, device, server):
     sha = pack(b, archive)
     before = served(device)
     url = f"http://127.0.0.1:{server.port}{server.add(archive)}"
-    publish(device, {"url": url, "sha256": sha, "version": "7.2.0", "id": "s1"})
+    publish(device, {"url": url, "sha256": sha, "version": "7.2.0",
+                     "size": archive.stat().st_size, "id": "s1"})
     r = final_reply(device, "s1")
     assert not r["ok"] and r["state"] == "rolled_back", r
     assert "self-test failed" in r["error"]
@@ -210,25 +236,25 @@ def test_failing_self_test_rolls_back(tmp_path, device, server):
 
 
 def test_signatures(tmp_path, broker, daemon_factory, server, keys):
-    dev = start_device(tmp_path, broker, daemon_factory, "upd-sig",
-                       public_key=public_key_b64(keys["good"]))
+    """The signed envelope is checked before anything is fetched (issue 22)."""
+    dev = start_device(tmp_path, broker, daemon_factory, "upd-sig", key=keys["good"])
     try:
         b, archive, sha = bundle_archive(tmp_path, "sg", "7.3.0", b"g")
         url = f"http://127.0.0.1:{server.port}{server.add(archive)}"
-        manifest = (b / "manifest.json").read_bytes()
+        fields = {"url": url, "sha256": sha, "version": "7.3.0",
+                  "size": archive.stat().st_size}
         # unsigned: refused at once (this device requires a signature)
-        publish(dev, {"url": url, "sha256": sha, "version": "7.3.0", "id": "n1"})
+        publish(dev, {**fields, "id": "n1"}, raw=True)
         dev["rec"].wait_for(lambda r: any("requires a signature" in x.get("error", "")
                                           for x in r.json_on("/cmd/update/reply")), 20)
-        # signed by another key: refused after download, nothing changed
-        publish(dev, {"url": url, "sha256": sha, "version": "7.3.0", "id": "b1",
-                      "signature": sign(keys["other"], manifest)})
+        # signed by another key: refused at once, nothing fetched, nothing changed
+        publish(dev, sign_for(dev, {**fields, "id": "b1"}, key=keys["other"]), raw=True)
         r = final_reply(dev, "b1")
         assert not r["ok"] and "bad signature" in r["error"], r
         assert links(dev)["current"] == "v0" and leftovers(dev) == []
+        assert server.requests == [], "a byte was fetched before the signature was checked"
         # the right key: served
-        publish(dev, {"url": url, "sha256": sha, "version": "7.3.0", "id": "g1",
-                      "signature": sign(keys["good"], manifest)})
+        publish(dev, {**fields, "id": "g1"})
         r = final_reply(dev, "g1")
         assert r["ok"] and r["state"] == "done", r
         assert links(dev)["current"] == f"7.3.0-{model_sha(b)[:12]}"
@@ -243,14 +269,16 @@ def test_refusals_before_any_download(tmp_path, device, server):
     bad = [({"url": "ftp://x/y", "sha256": sha, "version": "1"}, "https:// URL"),
            ({"url": url, "sha256": "abc", "version": "1"}, "sha256 must be"),
            ({"url": url, "sha256": sha, "version": "-rf"}, "version must be"),
+           # a signature without the envelope it signs (the old manifest signature)
            ({"url": url, "sha256": sha, "version": "7.4.0", "signature": "AAAA"},
-            "update.public_key is not set")]
+            "must come with the envelope it signs")]
     for payload, why in bad:
-        publish(device, payload)
+        publish(device, payload, raw="signature" in payload)
         device["rec"].wait_for(lambda r, w=why: any(w in x.get("error", "") for x in
                                                      r.json_on("/cmd/update/reply")), 10, why)
     # the version in the request must be the bundle's own
-    publish(device, {"url": url, "sha256": sha, "version": "9.9.9", "id": "v1"})
+    publish(device, {"url": url, "sha256": sha, "version": "9.9.9",
+                     "size": archive.stat().st_size, "id": "v1"})
     r = final_reply(device, "v1")
     assert not r["ok"] and "the bundle says version '7.4.0'" in r["error"], r
     # a path on the device works too (file), and the size limit holds
@@ -275,7 +303,8 @@ def test_one_lock_for_push_and_pull_and_a_rollback_command(tmp_path, device, ser
     try:
         time.sleep(0.5)
         t0 = time.monotonic()
-        publish(device, {"url": url, "sha256": sha, "version": "7.5.0", "id": "l1"})
+        publish(device, {"url": url, "sha256": sha, "version": "7.5.0",
+                     "size": archive.stat().st_size, "id": "l1"})
         r = final_reply(device, "l1")
         assert r["ok"] and r["state"] == "done", r
         assert time.monotonic() - t0 >= 3, "the update did not wait for the deploy's lock"

@@ -1,17 +1,20 @@
-"""Pull-update helpers: download with resume and a size limit, unpack a bundle archive
-safely, check the Ed25519 signature over its manifest. Pure functions over files."""
+"""Pull-update download, bounded every way a hostile source can push: regular files only
+for `file`, the size enforced while copying, redirects re-checked against
+update.allowed_schemes, a deadline over the whole download, a minimum rate, and a
+free-space reserve checked before and during. HTTP resumes with Range requests."""
 
 from __future__ import annotations
 
-import base64
+import http.client
 import logging
+import os
 import shutil
-import tarfile
+import ssl
+import stat
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from device.errors import CoralError
@@ -19,12 +22,34 @@ from device.errors import CoralError
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
+SPACE_EVERY = 1 << 20  # bytes between free-space checks while writing
+MAX_REDIRECTS = 5
+Progress = Callable[[int, int], None]
 
 
 class UpdateError(CoralError):
     """An update that cannot go on; the message says why and what to send instead."""
 
     exit_code = 6
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one download may take. size: the archive's size when the request gives it
+    (the download must be exactly that), else 0 and max_bytes bounds it."""
+
+    max_bytes: int
+    size: int
+    timeout: float
+    min_rate: int
+    deadline_s: float
+    reserve: int
+    schemes: tuple[str, ...]
+    deadline: float = 0.0  # time.monotonic() by which the download must be done
+
+    @property
+    def limit(self) -> int:
+        return self.size or self.max_bytes
 
 
 def source_kind(url: str) -> str:
@@ -38,117 +63,161 @@ def source_kind(url: str) -> str:
     return scheme
 
 
-def fetch(url: str, dest: Path, max_bytes: int, timeout: float,
-          progress: Callable[[int, int], None], attempts: int = 5) -> int:
-    """Download url into dest, resuming what dest already holds (HTTP Range), at most
-    max_bytes. Returns the size. Raises UpdateError."""
+def check_space(folder: Path, need: int, reserve: int) -> None:
+    """Refuse when writing `need` more bytes would eat into the reserve."""
+    free = shutil.disk_usage(folder).free
+    if free - need < reserve:
+        raise UpdateError(f"not enough free space in {folder}: {free >> 20} MB free and "
+                          f"update.reserve_bytes keeps {reserve >> 20} MB for events; free "
+                          "space or send a smaller bundle. Nothing was changed")
+
+
+def fetch(url: str, dest: Path, limits: Limits, progress: Progress, attempts: int = 5) -> int:
+    """Download url into dest (resuming within this call's attempts). Returns the size.
+    Raises UpdateError; dest may be left partial (the caller removes it)."""
     if source_kind(url) == "file":
-        src = Path(urllib.parse.urlsplit(url).path if url.startswith("file:") else url)
-        try:
-            size = src.stat().st_size
-        except OSError as exc:
-            raise UpdateError(f"{src} cannot be read on the device: {exc}") from None
-        if size > max_bytes:
-            raise UpdateError(f"{src} is {size} bytes, over update.max_bytes ({max_bytes})")
-        shutil.copyfile(src, dest)
-        progress(size, size)
-        return size
+        return _copy_file(Path(urllib.parse.urlsplit(url).path if url.startswith("file:")
+                               else url), dest, limits, progress)
     last: Exception | None = None
     for attempt in range(attempts):
         try:
-            return _http_once(url, dest, max_bytes, timeout, progress)
-        except (OSError, urllib.error.URLError, TimeoutError) as exc:
+            return _http_once(url, dest, limits, progress)
+        except ssl.SSLCertVerificationError as exc:
+            raise UpdateError(f"{url[:200]}: the server's certificate is not trusted "
+                              f"({exc.verify_message})") from None
+        except (OSError, http.client.HTTPException) as exc:
             last = exc
+            wait = min(8.0, 0.5 * 2 ** attempt)
+            if time.monotonic() + wait >= limits.deadline:
+                break
             log.warning("download of %s interrupted (%s); resuming", url, exc)
-            time.sleep(min(8.0, 0.5 * 2 ** attempt))
-    raise UpdateError(f"download of {url} failed {attempts} times: {last}")
+            time.sleep(wait)
+    if time.monotonic() + 1 >= limits.deadline:
+        raise UpdateError(f"download of {url[:200]} did not finish within update.deadline "
+                          f"({limits.deadline_s:.0f} s): {last}")
+    raise UpdateError(f"download of {url[:200]} failed {attempts} times: {last}")
 
 
-def _http_once(url: str, dest: Path, max_bytes: int, timeout: float,
-               progress: Callable[[int, int], None]) -> int:
+def _copy_file(src: Path, dest: Path, limits: Limits, progress: Progress) -> int:
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise UpdateError(f"{src} cannot be read on the device: {exc.strerror}") from None
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UpdateError(f"{src} is not a regular file: an update is a bundle archive")
+        if st.st_size > limits.limit:
+            raise UpdateError(f"{src} is larger than "
+                              + ("the request's size" if limits.size else
+                                 f"update.max_bytes ({limits.max_bytes})"))
+        check_space(dest.parent, st.st_size, limits.reserve)
+        with open(dest, "wb") as out:
+            size = _copy(lambda _t: f.read(CHUNK), out, 0, limits, st.st_size, progress,
+                         str(src))
+    progress(size, size)
+    return size
+
+
+def _open(url: str, headers: dict[str, str], limits: Limits):
+    """GET url, following redirects only to allowed schemes (https → http is refused when
+    http is not allowed; never to a file). Returns (connection, socket, response)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        parts = urllib.parse.urlsplit(url)
+        kind = parts.scheme.lower()
+        if kind not in ("http", "https") or kind not in limits.schemes:
+            raise UpdateError(f"redirected to a {kind or 'relative'!r} URL, which update."
+                              f"allowed_schemes ({list(limits.schemes)}) does not allow: "
+                              "nothing was fetched from it")
+        wait = max(0.1, min(limits.timeout, limits.deadline - time.monotonic()))
+        if kind == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=wait,
+                context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=wait)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request("GET", path, headers=headers)
+        sock = conn.sock  # kept: getresponse() drops it from conn when the reply closes
+        resp = conn.getresponse()
+        if resp.status in (301, 302, 303, 307, 308):
+            location = resp.getheader("Location", "")
+            resp.close()
+            conn.close()
+            url = urllib.parse.urljoin(url, location)
+            log.info("update redirected to %s", url[:200])
+            continue
+        return conn, sock, resp
+    raise UpdateError(f"more than {MAX_REDIRECTS} redirects: give the archive's final URL")
+
+
+def _http_once(url: str, dest: Path, limits: Limits, progress: Progress) -> int:
     have = dest.stat().st_size if dest.exists() else 0
-    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    conn, sock, resp = _open(url, {"Range": f"bytes={have}-"} if have else {}, limits)
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and have:  # nothing left to fetch: the file is complete
+        if resp.status == 416 and have:  # nothing left to fetch: the file is complete
             return have
-        raise UpdateError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    with resp:
+        if resp.status not in (200, 206):
+            raise UpdateError(f"{url[:200]}: HTTP {resp.status} {resp.reason[:80]}")
         if resp.status == 200:
             have = 0  # the server ignored the range: start over
-        length = resp.headers.get("Content-Length")
-        total = have + int(length) if length and length.isdigit() else 0
-        if total > max_bytes:
-            raise UpdateError(f"{url} is {total} bytes, over update.max_bytes ({max_bytes})")
+        length = resp.getheader("Content-Length", "")
+        total = have + int(length) if length.isdigit() else 0
+        if total > limits.limit or (limits.size and total and total != limits.size):
+            raise UpdateError(f"{url[:200]} offers {total} bytes; "
+                              + (f"the request says {limits.size}" if limits.size else
+                                 f"update.max_bytes is {limits.max_bytes}"))
+        expected = total or limits.size  # unknown: checked while writing
+        check_space(dest.parent, expected - have if expected else 0, limits.reserve)
+
+        def read(wait: float) -> bytes:
+            if sock is not None:
+                sock.settimeout(wait)
+            return resp.read1(CHUNK)
+
         with open(dest, "ab" if have else "wb") as f:
-            size = have
-            last_report = 0.0
-            while chunk := resp.read(CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise UpdateError(f"{url} sent more than update.max_bytes ({max_bytes})")
-                f.write(chunk)
-                now = time.monotonic()
-                if now - last_report >= 1.0:
-                    progress(size, total)
-                    last_report = now
-        if total and size < total:
-            raise OSError(f"connection closed after {size} of {total} bytes")
+            size = _copy(read, f, have, limits, total, progress, url[:200])
+        if (total and size < total) or (limits.size and size < limits.size):
+            raise OSError(f"connection closed after {size} of {total or limits.size} bytes")
+    finally:
+        resp.close()
+        conn.close()
     progress(size, total or size)
     return size
 
 
-def unpack(archive: Path, dest: Path, max_bytes: int) -> None:
-    """Unpack a bundle archive (.tar or .tar.gz: the bundle's files at its top level) into
-    dest: regular files and folders only, nothing outside dest, bounded in size."""
-    try:
-        with tarfile.open(archive) as tar:
-            members = tar.getmembers()
-            if sum(m.size for m in members) > max_bytes:
-                raise UpdateError(f"the archive unpacks to more than update.max_bytes "
-                                  f"({max_bytes})")
-            bad = [m.name for m in members if not (m.isfile() or m.isdir())]
-            if bad:
-                raise UpdateError(f"the archive holds links or devices ({bad[0]!r}): a bundle "
-                                  "is regular files only")
-            dest.mkdir(parents=True)
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise UpdateError(f"the archive cannot be unpacked: {exc}") from None
-    # the store is shared with deploy users (group-writable, setgid folder)
-    for p in [dest, *dest.rglob("*")]:
-        p.chmod(0o2775 if p.is_dir() else 0o664)
-
-
-def load_public_key(text: str):
-    """An Ed25519 public key: base64 of the 32 raw bytes, or a PEM file's path/contents."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    text = text.strip()
-    if text.startswith("/"):
-        text = Path(text).read_text()
-    if "BEGIN PUBLIC KEY" in text:
-        key = serialization.load_pem_public_key(text.encode())
-        if not isinstance(key, Ed25519PublicKey):
-            raise UpdateError("update.public_key is not an Ed25519 key")
-        return key
-    return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
-
-
-def check_signature(public_key: str, manifest: bytes, signature: str) -> None:
-    """Ed25519 over the bundle's manifest.json bytes (which hold every file's sha256)."""
-    try:
-        from cryptography.exceptions import InvalidSignature
-    except ImportError:
-        raise UpdateError("update.public_key is set but the `cryptography` library is "
-                          "missing: apt install python3-cryptography") from None
-    try:
-        key = load_public_key(public_key)
-        key.verify(base64.b64decode(signature, validate=True), manifest)
-    except InvalidSignature:
-        raise UpdateError("bad signature: the bundle's manifest was not signed by the key "
-                          "in update.public_key") from None
-    except (ValueError, OSError) as exc:
-        raise UpdateError(f"the signature or update.public_key cannot be read: {exc}") from None
+def _copy(read: Callable[[float], bytes], f, have: int, limits: Limits, total: int,
+          progress: Progress, where: str) -> int:
+    """read(wait) → f until EOF, within the size limit, the deadline, the minimum rate
+    (measured over each update.timeout window) and the free-space reserve."""
+    size, checked, last_report = have, have, 0.0
+    window_start, window_bytes = time.monotonic(), 0
+    while True:
+        left = limits.deadline - time.monotonic()
+        if left <= 0:
+            raise UpdateError(f"{where}: not done within update.deadline "
+                              f"({limits.deadline_s:.0f} s)")
+        chunk = read(min(limits.timeout, left))
+        if not chunk:
+            return size
+        size += len(chunk)
+        if size > limits.limit:
+            raise UpdateError(f"{where} sent more than "
+                              + (f"the request's size ({limits.size})" if limits.size else
+                                 f"update.max_bytes ({limits.max_bytes})"))
+        f.write(chunk)
+        if size - checked >= SPACE_EVERY:
+            f.flush()
+            check_space(Path(f.name).parent, 0, limits.reserve)
+            checked = size
+        window_bytes += len(chunk)
+        now = time.monotonic()
+        if now - window_start >= limits.timeout:
+            rate = window_bytes / (now - window_start)
+            if rate < limits.min_rate:
+                raise UpdateError(f"{where} is sending {rate:.0f} bytes/s, slower than "
+                                  f"update.min_rate ({limits.min_rate}): given up")
+            window_start, window_bytes = now, 0
+        if now - last_report >= 1.0:
+            progress(size, total)
+            last_report = now

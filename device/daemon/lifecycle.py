@@ -119,7 +119,8 @@ class Daemon:
         self.reloader.nonce = read_deploy_nonce(self.cfg.model.path)
         self.updater = Updater(self.cfg.update, self.cfg.model.path, self.request_reload,
                                lambda r: self.publisher.reply("update", r),
-                               self.publish_status, self.cfg.model.load_timeout + 30)
+                               self.publish_status, self.cfg.model.load_timeout + 30,
+                               device_id=self.cfg.mqtt.device_id)
         self.reloader.listeners.append(self.updater.reloaded)
         self.sender.start()
         self.commands.start()

@@ -1,116 +1,41 @@
-"""Pull updates (`cmd/update {url, sha256, version, signature?}`): the device fetches a
-bundle archive itself, then takes the same path as `make deploy`, under the same lock.
+"""Pull updates (`cmd/update {envelope, signature, id}`): the device fetches a bundle
+archive itself, then takes the same path as `make deploy`, under the same lock.
 
-download (resume, size limit) → sha256 of the archive → unpack into
-models/<version>-<sha12>.partial → Ed25519 signature over its manifest.json (required when
-update.public_key is set) → the bundle's own sha256s and version → rename → switch
-`current` (a rename) → reload with a nonce: the inference worker loads and self-tests it →
-confirmed: `previous` moves, old versions are pruned; refused or timed out: `current`
-switches back. Progress and the result go to cmd/update/reply and to status.update. It all
-runs on its own thread: the frame loop and paho's thread never wait for it.
+signed envelope checked (device/daemon/envelope.py: key, target, not_before, version only
+forward) → download (fetch.py: bounded in size, time, rate and free space) → sha256 of the
+archive → unpack into models/.update-<sha>.partial (archive.py: bounded) → the bundle's own
+sha256s and version → rename → switch `current` (a rename) → reload with a nonce: the
+inference worker loads and self-tests it → confirmed: `previous` moves, old versions are
+pruned; refused or timed out: `current` switches back. Nothing is fetched before the
+request is trusted, nothing unpacked before the archive's sha256 matches, and a failure
+removes what it wrote. Progress and the result go to cmd/update/reply and to
+status.update. It all runs on its own thread: the frame loop and paho's thread never wait.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import re
 import secrets
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from device.bundle import load_bundle, sha256_file
 from device.config import UpdateConfig
-from device.daemon.fetch import UpdateError, check_signature, fetch, source_kind
+from device.daemon.envelope import Request, is_older, parse_request, request_id
+from device.daemon.fetch import Limits, UpdateError, fetch
+from device.daemon.store import PENDING, Store, read_deploy_nonce
 from device.errors import CoralError
 
 log = logging.getLogger(__name__)
 
-VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-LOCK, PENDING, NONCE_FILE = ".deploy.lock", ".deploy-pending", ".reload-nonce"
+__all__ = ["Store", "UpdateError", "Updater", "read_deploy_nonce"]
 Reply = dict[str, Any]
-
-
-def read_deploy_nonce(model_path: str | Path) -> str:
-    """The nonce `make deploy` leaves beside the `current` link before it sends SIGHUP."""
-    try:
-        text = (Path(model_path).parent / NONCE_FILE).read_text()[:64].strip()
-    except OSError:
-        return ""
-    return text if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text) else ""
-
-
-class Store:
-    """models/: version folders, the `current` and `previous` links, the deploy lock."""
-
-    def __init__(self, link: Path):
-        self.link = link
-        self.dir = link.parent
-
-    def lock(self, wait: float) -> int:
-        fd = os.open(self.dir / LOCK, os.O_RDONLY | os.O_CREAT, 0o664)
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise UpdateError(f"{self.dir / LOCK} is held by a deploy or another "
-                                      f"update for {wait:.0f} s: try again later") from None
-                time.sleep(0.2)
-
-    def read(self, name: str) -> str:
-        try:
-            return os.readlink(self.dir / name)
-        except OSError:
-            return ""
-
-    def resolve(self, name: str) -> str:
-        p = self.dir / name
-        return os.path.realpath(p) if p.is_symlink() else ""
-
-    def set(self, name: str, target: str) -> None:
-        """Point a link at target with one rename ('' removes it)."""
-        if not target:
-            (self.dir / name).unlink(missing_ok=True)
-            return
-        tmp = self.dir / f".{name}.tmp"
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(target)
-        os.replace(tmp, self.dir / name)
-
-    def recover(self) -> None:
-        """Undo a switch whose deploy or update died before its confirmation."""
-        pending = self.dir / PENDING
-        if pending.exists():
-            before = pending.read_text().strip()
-            if before and self.read(self.link.name) != before:
-                log.warning("an earlier deploy did not finish; restoring current -> %s", before)
-                self.set(self.link.name, before)
-            pending.unlink()
-
-    def prune(self, keep: int) -> None:
-        pinned = {self.resolve(self.link.name), self.resolve("previous")}
-        dirs = sorted((p for p in self.dir.iterdir() if p.is_dir() and not p.is_symlink()
-                       and VERSION.match(p.name) and not p.name.endswith(".partial")),
-                      key=lambda p: p.stat().st_mtime, reverse=True)
-        kept = sum(1 for p in dirs if os.path.realpath(p) in pinned)
-        for p in dirs:
-            if os.path.realpath(p) in pinned:
-                continue
-            if kept < keep:
-                kept += 1
-                continue
-            shutil.rmtree(p, ignore_errors=True)
-            log.info("removed old version %s", p.name)
 
 
 class Updater:
@@ -118,8 +43,9 @@ class Updater:
 
     def __init__(self, cfg: UpdateConfig, model_path: str, reload: Callable[[str], None],
                  reply: Callable[[Reply], None], changed: Callable[[], None],
-                 reload_timeout: float):
+                 reload_timeout: float, device_id: str = ""):
         self.cfg = cfg
+        self.device_id = device_id
         self.store = Store(Path(model_path))
         self.reload = reload
         self.reply = reply
@@ -129,17 +55,30 @@ class Updater:
         self._busy = threading.Lock()
         self._reloaded = threading.Condition()
         self._outcomes: dict[str, Reply] = {}
+        if cfg.enabled:
+            self.store.sweep()  # .part files and staging folders of an update that died
 
     # -- called by the command runner and the daemon --------------------------------------
     def start(self, args: dict[str, Any]) -> Reply | None:
-        """Validate the request; run it on a thread. A reply at once only when refused."""
+        """Check the request (its signature first); run it on a thread. A reply at once
+        only when refused, carrying the request's id when it has a valid one."""
+        from device.mqtt.commands import PayloadError
+
         if not self.cfg.enabled:
             return {"ok": False, "error": "pull updates are off on this device (update."
                     "enabled = false)"}
-        req = self._validate(args)
+        try:
+            req = parse_request(args, self.cfg, self.device_id)
+        except PayloadError as exc:
+            try:
+                rid = request_id(args)
+            except PayloadError:
+                rid = ""
+            log.warning("cmd/update refused: %s", exc)
+            return {"ok": False, "error": str(exc), **({"id": rid} if rid else {})}
         if not self._busy.acquire(blocking=False):
             return {"ok": False, "error": f"an update to {self.state.get('version')} is "
-                    "already running: wait for its reply", **req.get("id", {})}
+                    "already running: wait for its reply", **_rid(req)}
         threading.Thread(target=self._run, args=(req,), name="update", daemon=True).start()
         return None
 
@@ -154,93 +93,54 @@ class Updater:
         return dict(self.state)
 
     # -- the update -----------------------------------------------------------------------
-    def _validate(self, args: dict[str, Any]) -> dict[str, Any]:
-        from device.mqtt.commands import PayloadError
+    def _progress(self, req: Request, state: str, **extra: Any) -> None:
+        self._finish(req, True, state, **extra)
 
-        url, sha, version = args.get("url"), args.get("sha256"), args.get("version")
-        sig, rid = args.get("signature", ""), args.get("id", "")
-        if not isinstance(rid, str) or len(rid) > 64:
-            raise PayloadError("id must be a string of at most 64 characters")
-        if args.get("rollback") is True:  # back to `previous` (a rollout's failed health)
-            if set(args) - {"rollback", "id"}:
-                raise PayloadError("rollback takes only an id")
-            return {"rollback": True, "url": "", "sha256": "", "version": "previous",
-                    "signature": "", "id": {"id": rid} if rid else {}}
-        if not isinstance(url, str) or not url or len(url) > 2048:
-            raise PayloadError("url must be an https:// URL or an absolute path on the device")
-        try:
-            kind = source_kind(url)
-        except UpdateError as exc:
-            raise PayloadError(str(exc)) from None
-        if kind not in self.cfg.allowed_schemes:
-            raise PayloadError(f"url scheme {kind!r} is not allowed here (update."
-                               f"allowed_schemes = {list(self.cfg.allowed_schemes)})")
-        if not isinstance(sha, str) or not SHA256.match(sha):
-            raise PayloadError("sha256 must be the archive's sha256: 64 lowercase hex digits")
-        if not isinstance(version, str) or not VERSION.match(version):
-            raise PayloadError("version must be 1-64 letters, digits, '.', '_', '+' or '-', "
-                               "starting with a letter or digit")
-        if not isinstance(sig, str) or len(sig) > 200:
-            raise PayloadError("signature must be base64 text (Ed25519, 88 characters)")
-        if self.cfg.public_key and not sig:
-            raise PayloadError("this device requires a signature (update.public_key is set): "
-                               "sign the bundle's manifest.json with the matching key")
-        if sig and not self.cfg.public_key:
-            raise PayloadError("a signature was given but update.public_key is not set on "
-                               "the device to check it")
-        return {"url": url, "sha256": sha, "version": version, "signature": sig,
-                "id": {"id": rid} if rid else {}}
-
-    def _progress(self, req: dict[str, Any], state: str, **extra: Any) -> None:
-        self.state = {"state": state, "version": req["version"], "sha256": req["sha256"],
+    def _finish(self, req: Request, ok: bool, state: str, **extra: Any) -> None:
+        self.state = {"state": state, "version": req.version, "sha256": req.sha256,
                       "ts": round(time.time(), 3), **extra}
-        self.reply({"ok": True, **self.state, **req["id"]})
+        self.reply({"ok": ok, **self.state, **_rid(req)})
         self.changed()
 
-    def _finish(self, req: dict[str, Any], ok: bool, state: str, **extra: Any) -> None:
-        self.state = {"state": state, "version": req["version"], "sha256": req["sha256"],
-                      "ts": round(time.time(), 3), **extra}
-        self.reply({"ok": ok, **self.state, **req["id"]})
-        self.changed()
-
-    def _run(self, req: dict[str, Any]) -> None:
+    def _run(self, req: Request) -> None:
         try:
             self._update(req)
         except CoralError as exc:
-            log.error("update to %s failed: %s", req["version"], exc)
+            log.error("update to %s failed: %s", req.version, exc)
             self._finish(req, False, "failed", error=str(exc))
         except Exception as exc:  # never let an update thread die silently
-            log.exception("update to %s failed", req["version"])
+            log.exception("update to %s failed", req.version)
             self._finish(req, False, "failed", error=f"{type(exc).__name__}: {exc}")
         finally:
             self._busy.release()
 
-    def _update(self, req: dict[str, Any]) -> None:
-        store, sha = self.store, req["sha256"]
+    def _update(self, req: Request) -> None:
+        store = self.store
         self._progress(req, "waiting_for_lock")
         fd = store.lock(self.cfg.lock_wait)
         try:
             store.recover()
-            if req.get("rollback"):
+            if req.rollback:
                 previous = store.read("previous")
                 if not previous or not store.resolve("previous"):
                     raise UpdateError("no previous version to roll back to")
                 self._switch(req, previous)
                 return
-            part = store.dir / f".download-{sha[:16]}.part"
-            self._progress(req, "downloading", bytes=part.stat().st_size
-                           if part.exists() else 0)
-            fetch(req["url"], part, self.cfg.max_bytes, self.cfg.timeout,
-                  lambda n, total: self._progress(req, "downloading", bytes=n, total=total))
-            got = sha256_file(part)
-            if got != sha:
-                part.unlink(missing_ok=True)  # never resume from a corrupt file
-                raise UpdateError(f"corrupt download: sha256 {got[:12]}… is not the expected "
-                                  f"{sha[:12]}…; nothing was changed")
-            self._progress(req, "verifying")
+            current = store.current_version()
+            if is_older(req.version, current) and not (req.allow_downgrade or
+                                                       self.cfg.allow_downgrade):
+                raise UpdateError(f"version {req.version} is older than {current}, which is "
+                                  "serving: versions only move forward (send "
+                                  "{\"rollback\": true}, or allow_downgrade in the signed "
+                                  "envelope, or set update.allow_downgrade). Nothing was "
+                                  "fetched")
+            part = store.dir / f".download-{req.sha256[:16]}.part"
+            staged = None
             try:
+                self._download(req, part)
+                self._progress(req, "verifying")
                 staged = self._stage(req, part)
-            finally:  # complete and checked: only an interrupted download is resumed
+            finally:  # never resume from, or leave, a partial or unverified file
                 part.unlink(missing_ok=True)
             if staged is None:
                 self._finish(req, True, "done", note="already serving this version")
@@ -249,26 +149,40 @@ class Updater:
         finally:
             os.close(fd)  # releases the flock
 
-    def _stage(self, req: dict[str, Any], part: Path) -> Path | None:
+    def _download(self, req: Request, part: Path) -> None:
+        cfg = self.cfg
+        limits = Limits(max_bytes=cfg.max_bytes, size=req.size, timeout=cfg.timeout,
+                        min_rate=cfg.min_rate, deadline_s=cfg.deadline,
+                        reserve=cfg.reserve_bytes, schemes=tuple(cfg.allowed_schemes))
+        limits = replace(limits, deadline=time.monotonic() + cfg.deadline)
+        part.unlink(missing_ok=True)
+        self._progress(req, "downloading", bytes=0)
+        fetch(req.url, part, limits,
+              lambda n, total: self._progress(req, "downloading", bytes=n, total=total))
+        # the digest of what was read is never echoed: with a file:// URL it would be an
+        # oracle on any file the daemon can read
+        if sha256_file(part) != req.sha256:
+            raise UpdateError("corrupt download: its sha256 is not the one in the request; "
+                              "nothing was changed")
+
+    def _stage(self, req: Request, part: Path) -> Path | None:
         """Unpack and verify; the version's folder (named like `make deploy` names it:
         <version>-<model sha256[:12]>), or None when that is what already serves."""
-        from device.daemon.fetch import unpack
+        from device.daemon.archive import unpack
 
-        store = self.store
-        staging = store.dir / f".update-{req['sha256'][:16]}.partial"
+        store, cfg = self.store, self.cfg
+        staging = store.dir / f".update-{req.sha256[:16]}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            unpack(part, staging, self.cfg.max_bytes * 4)
-            if req["signature"]:
-                manifest = (staging / "manifest.json").read_bytes()
-                check_signature(self.cfg.public_key, manifest, req["signature"])
+            unpack(part, staging, cfg.max_bytes * 4, cfg.max_files, cfg.reserve_bytes)
+            part.unlink(missing_ok=True)  # its space is the unpacked copy's now
             try:
                 bundle = load_bundle(staging)  # every file's sha256, the schema
             except CoralError as exc:
                 raise UpdateError(f"the downloaded bundle is not valid: {exc}") from None
-            if bundle.version != req["version"]:
+            if bundle.version != req.version:
                 raise UpdateError(f"the bundle says version {bundle.version!r}, the request "
-                                  f"{req['version']!r}: nothing was changed")
+                                  f"{req.version!r}: nothing was changed")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -284,7 +198,7 @@ class Updater:
             os.replace(staging, final)
         return final
 
-    def _switch(self, req: dict[str, Any], target: str) -> None:
+    def _switch(self, req: Request, target: str) -> None:
         """Point current at target (a version folder's name), reload with a nonce, wait
         for the worker's verdict; confirmed: previous = what served before."""
         store = self.store
@@ -313,3 +227,7 @@ class Updater:
         (store.dir / PENDING).unlink(missing_ok=True)
         store.prune(self.cfg.keep)
         self._finish(req, True, "done", model=result.get("model"))
+
+
+def _rid(req: Request) -> dict[str, str]:
+    return {"id": req.id} if req.id else {}

@@ -34,6 +34,7 @@ from device.tools.doctor_checks import (
     check_disk,
     check_model,
     check_service,
+    check_update,
 )
 from device.tools.pairing import ROUTES, check_pairing
 
@@ -259,7 +260,8 @@ def run_checks(cfg: Config | None) -> list[Check]:
               check_devices(needs_tpu), *filter(None, [check_pi5_pcie()]), check_udev(),
               check_groups(_service_user()), *check_cameras(cfg)]
     if cfg is not None:
-        checks += [check_broker(cfg), *check_model(cfg, _installed_runtime()), check_disk(cfg)]
+        checks += [check_broker(cfg), *check_model(cfg, _installed_runtime()), check_disk(cfg),
+                   check_update(cfg)]
     checks.append(check_service())
     return checks
 

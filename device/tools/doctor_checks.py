@@ -139,3 +139,31 @@ def check_service() -> Check:
     return Check("service", OK if state == "active" else WARN, f"coral-classifier: {state}",
                  "" if state == "active" else "sudo systemctl enable --now coral-classifier; "
                  "journalctl -u coral-classifier for why it stopped")
+
+
+def check_update(cfg: Config) -> Check:
+    """Pull updates: signed (update.public_key readable) or the unsigned opt-out, flagged."""
+    u = cfg.update
+    if not u.enabled:
+        return Check("pull updates", OK, "off (update.enabled = false)")
+    if u.public_key:
+        from device.daemon.envelope import load_public_key
+        from device.errors import CoralError
+
+        try:
+            load_public_key(u.public_key)
+        except (CoralError, ValueError, OSError, ImportError) as exc:
+            return Check("pull updates", FAIL, f"update.public_key cannot be read: {exc}",
+                         "give the keys/update.pub that `make keys` wrote (a PEM path or "
+                         "its base64)")
+    if u.allow_unsigned:
+        return Check("pull updates", WARN, "unsigned updates accepted (update.allow_unsigned"
+                     " = true): anyone who may publish cmd/update can install any model",
+                     "make keys on the workstation, then sudo make install-device "
+                     "UPDATE_PUBLIC_KEY=/path/to/update.pub (sets update.public_key and "
+                     "allow_unsigned = false)")
+    if not u.public_key:
+        return Check("pull updates", WARN, "every cmd/update is refused: no update."
+                     "public_key and signing is on", "make keys, then sudo make "
+                     "install-device UPDATE_PUBLIC_KEY=/path/to/update.pub")
+    return Check("pull updates", OK, "signed updates only (update.public_key)")
