@@ -199,7 +199,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"image": str(path), **payload, "accepted": verdict.accepted,
                               "ood_score": ood, "reason": verdict.reason,
-                              "verdict": verdict.verdict}), flush=True)
+                              "verdict": verdict.verdict,
+                              "explanation": verdict.explanation}), flush=True)
         else:
             ranked = ", ".join(f"{k.label} {k.score:.3f}" for k in c.top_k) or "(no class)"
             answer = "accepted" if verdict.accepted else f"rejected: {verdict.reason}"

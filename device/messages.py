@@ -69,6 +69,8 @@ class ResultPayload(_Payload):
     verdict: Literal["accepted", "refused", "unknown", "empty"] | None = Field(
         None, description="the reason in one word: accepted; refused (a known note this "
         "machine hands back); empty (nothing in the slot); unknown (not recognised)")
+    explanation: str | None = Field(None, description="the reason in plain language, for "
+                                    "a person (a display beside the slot)")
     roi: str | None = Field(None, description="the region of interest this result is for "
                             "(absent or null without [[camera.roi]])")
 
@@ -232,6 +234,7 @@ def result_payload(result: Result, model: dict[str, str], backend: str,
         ood_score=verdict.ood_score if verdict is not None else None,
         reason=verdict.reason if verdict is not None else None,
         verdict=verdict.verdict if verdict is not None else None,
+        explanation=verdict.explanation if verdict is not None else None,
         roi=roi or None).model_dump(exclude_none=False)
 
 

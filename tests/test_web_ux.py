@@ -64,9 +64,14 @@ def test_events_carry_their_verdict():
     hub = LiveHub()
     hub.tap(frame(1), classified("x", 0.9), SPEC, Verdict("x", 0.9, True, None, "accepted"))
     hub.event(Event("e1", "50000_vnd", 0.97, 5, 1.0, 2.0))
-    hub.event(Event("e2", "unknown", 0.61, 5, 3.0, 4.0))
-    assert [e["verdict"] for e in hub.events] == ["accepted", "unknown"]
-    assert set(hub.thumbs) == {"e1", "e2"}
+    hub.event(Event("e2", "unknown", 0.61, 5, 3.0, 4.0, "unknown", "out_of_distribution",
+                    "20000_vnd", 0.61))
+    hub.event(Event("e3", "1000_vnd", 0.93, 5, 5.0, 6.0, "refused", "refused"))
+    assert [e["verdict"] for e in hub.events] == ["accepted", "unknown", "refused"]
+    unknown = hub.events[1]
+    assert (unknown["guess"], unknown["guess_score"]) == ("20000_vnd", 0.61)
+    assert "does not look like anything" in unknown["explanation"]
+    assert set(hub.thumbs) == {"e1", "e2", "e3"}
 
 
 def saved(root: Path, name: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -30,6 +30,12 @@ class Frame:
     roi: str = ""  # the region this frame was cut to ('' = the whole frame)
     roi_index: int = 0  # its place among the regions (0 also for the whole frame)
     gated: bool = False  # the trigger passed on it: seen, not classified
+    origin: Literal["camera", "upload"] = "camera"  # an upload: the web page's photo
+
+    @property
+    def from_camera(self) -> bool:
+        """A camera frame: counted, watched, shown; an upload proves no camera works."""
+        return self.origin == "camera"
 
     def __post_init__(self) -> None:
         if not self.t_captured:

@@ -26,8 +26,9 @@ from device.daemon.notify import Notifier
 from device.daemon.pipeline import END, CaptureThread, FrameBuffer, ResultThread, StageTimes
 from device.daemon.presence import Presence
 from device.daemon.reload import Reloader
+from device.daemon.results import ResultHandler
 from device.daemon.sinks import EventSink, Sink, make_sink
-from device.daemon.slot import Done, ModelSlot
+from device.daemon.slot import ModelSlot
 from device.daemon.stats import Stats
 from device.daemon.worker import LoadRequest, ModelSpec, WorkerDied
 from device.errors import CameraError, CoralError
@@ -56,7 +57,6 @@ class Daemon:
         self.paused = threading.Event()
         self.reloader: Reloader | None = None
         self.updater = None
-        self.taps: tuple = ()  # called with each classified frame: web page, capture
         self.web = None
         self.device_id = cfg.mqtt.resolved_device_id()
         self.stats = Stats()
@@ -102,14 +102,20 @@ class Daemon:
         self.sink: Sink = make_sink(self.cfg, self.engine, self.outbox, self.sender,
                                     self.publisher, self.topics, self.counts.publish,
                                     self.stats, self.presence)
-        self.results = ResultThread(self._handle_result, tick=self.sink.tick)
         self.status_parts = status_mod.StatusParts(
             self.device_id, self.source.name, self.cfg.trigger.mode, self.stats,
             self.publisher, self.outbox, self.slot, self.sink, lambda: self.results.dropped)
         self.metrics = status_mod.attach_extras(
             self.cfg, self.publisher, self.status, lambda: self.spec, self.device_id,
             lambda: getattr(self.web, "server_port", None))
-        self.recorder, self.web = web_attach.attach(self)  # [capture], [web]
+        self.handler = ResultHandler(self.engine, self.sink, self.times, self.metrics
+                                     and self.metrics.inference.observe)
+        self.results = ResultThread(self.handler, tick=self.sink.tick)
+        self.wiring = web_attach.Wiring(
+            self.cfg, self.device_id, self.handler, getattr(self.sink, "on_event", None),
+            self.publisher.connected.is_set, self._inject, self.outbox.counts_snapshot,
+            self.status, lambda: self.spec, self.paused.is_set, self.stats.error)
+        self.recorder, self.web = web_attach.attach(self.wiring)  # [capture], [web]
         from device.daemon.update import Updater, read_deploy_nonce
 
         self.reloader = Reloader(self.cfg.model, self.slot, self.stats, self.notifier,
@@ -120,7 +126,7 @@ class Daemon:
         self.updater = Updater(self.cfg.update, self.cfg.model.path, self.request_reload,
                                lambda r: self.publisher.reply("update", r),
                                self.publish_status, self.cfg.model.load_timeout + 30,
-                               device_id=self.cfg.mqtt.device_id)
+                               device_id=self.device_id)
         self.reloader.listeners.append(self.updater.reloaded)
         self.sender.start()
         self.commands.start()
@@ -153,7 +159,15 @@ class Daemon:
         return self.updater.start(args)
 
     def capture(self, label: str, frames: int, every: float) -> dict[str, Any]:
-        return web_attach.start_capture(self, label, frames, every)
+        return web_attach.start_capture(self.wiring, self.recorder, label, frames, every)
+
+    def _inject(self, frame: Frame) -> None:
+        """A web upload into the frame loop, on its own origin (never a camera frame)."""
+        if self.buffer is None:
+            from device.web.upload import UploadError
+
+            raise UploadError(503, "the daemon is still starting")
+        self.buffer.put(frame)
 
     def snapshot(self, quality: int) -> dict[str, Any]:
         return status_mod.snapshot(self.last_frame, quality, self.publisher,
@@ -192,7 +206,7 @@ class Daemon:
             self.buffer.close()
             capture.join(5)
             for done in self.slot.drain(2.0):  # classified: counted like any other frame
-                if done.inference is not None and done.frame.seq >= 0:
+                if done.inference is not None and done.frame.from_camera:
                     self.stats.frame(time.monotonic())
                 self.results.put(done)
             self.results.stop()  # flush queued results before announcing the stop
@@ -231,7 +245,7 @@ class Daemon:
                 elif got is not None:
                     camera_failures = 0
                     self.stats.seen_frame(got)
-                    if got.roi_index == 0 and got.seq >= 0:  # (seq < 0: a web upload)
+                    if got.roi_index == 0 and got.from_camera:
                         self.last_frame = got
                     if self.paused.is_set() or got.gated:
                         self.slot.give(got.prepared)
@@ -253,7 +267,7 @@ class Daemon:
                     return 1
                 continue
             inference_failures = 0
-            if done.frame.seq >= 0:  # camera frames only: an upload proves no camera
+            if done.frame.from_camera:  # an upload proves no camera works
                 self.stats.frame(now)
                 self._feed_watchdog()
             self.results.put(done)
@@ -274,24 +288,6 @@ class Daemon:
         self.publish_status()
         return None
 
-    def _handle_result(self, done: Done) -> None:
-        """The results thread: rank, decide or publish, and record where the time went."""
-        frame, spec = done.frame, done.spec
-        c = done.inference.classify()
-        verdict = self.engine.judge(spec, frame.roi, done.inference.outputs())
-        if frame.seq < 0 and self.web is not None:  # a photo from the web page's upload
-            return self.web.backend.uploads.answer(done, c, verdict)
-        for tap in self.taps:  # the web page's live view, the capture recorder
-            tap(frame, c, spec, verdict)
-        t_pub = time.perf_counter()
-        self.sink.handle(frame, c, spec, verdict)
-        t_done = time.perf_counter()
-        if self.metrics is not None:
-            self.metrics.inference.observe(c.inference_ms / 1e3)
-        self.times.add(frame.capture_ms, frame.prepare_ms + c.preprocess_ms, c.inference_ms,
-                       c.postprocess_ms, (t_done - t_pub) * 1e3,
-                       (t_done - frame.t_captured) * 1e3 + frame.capture_ms)
-
     def shutdown(self) -> None:
         self.notifier.stopping()
         self.state = "stopped"
@@ -310,7 +306,7 @@ class Daemon:
             self.outbox.close()
             self.source.close()
             self.trigger.close()
-            web_attach.close(self)
+            web_attach.close(self.web, self.recorder)
             self.slot.close()
             self.notifier.close()
             log.info("stopped after %d frames, %d events", self.stats.frames, self.stats.events)

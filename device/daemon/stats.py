@@ -48,7 +48,7 @@ class Stats:
 
     def seen_frame(self, frame) -> None:
         """A frame from the camera (counted once, not once per region; not web uploads)."""
-        if frame.roi_index == 0 and frame.seq >= 0:
+        if frame.roi_index == 0 and frame.from_camera:
             self.seen += 1  # only the frame loop writes these
             if frame.gated:
                 self.gated += 1

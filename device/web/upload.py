@@ -75,14 +75,15 @@ class Uploads:
         spec = self.spec()
         prepared = processing.resize(image, spec.width, spec.height, spec.resize)
         decode_ms = (time.perf_counter() - t0) * 1e3
-        seq = -next(self.numbers)
+        seq = next(self.numbers)  # the uploads' own numbers (origin "upload")
         waiter: list = [threading.Event(), None, name, t0, decode_ms]
         with self.lock:
             self.pending[seq] = waiter
         try:
             # a live camera's buffer drops its oldest frame when full: hand it in again
             for _ in range(3):
-                self.inject(Frame(image, time.time(), seq, decode_ms, prepared=prepared))
+                self.inject(Frame(image, time.time(), seq, decode_ms, prepared=prepared,
+                                  origin="upload"))
                 if waiter[0].wait(self.timeout / 3):
                     return waiter[1]
         finally:
