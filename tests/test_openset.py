@@ -102,7 +102,8 @@ def test_operating_point_from_manifest():
     assert operating_point({"name": "old"}) is None  # older bundles still load
     assert model_outputs({}) == ["scores"]
     d = {"threshold": 0.6, "class_thresholds": {"note_5": 0.8}, "background_labels": ["bg"],
-         "unknown_labels": [], "ood": {"kind": "class_mean_cosine", "threshold": 0.4,
+         "unknown_labels": [], "refused_labels": ["note_1000"],
+         "ood": {"kind": "class_mean_cosine", "threshold": 0.4,
                                        "class_thresholds": {}, "output": 1}}
     p = operating_point({"decision": d, "outputs": ["scores", "similarity"]})
     assert p.model_dump(mode="json") == d  # the manifest holds exactly these fields
