@@ -198,6 +198,14 @@ class DecisionConfig(_Section):
         None, description="The classes this machine accepts (unset: every known class). A "
         "known class not listed is recognised and refused: a `refused` event, the note "
         "handed back.")
+    foreign_object: bool = Field(
+        True, description="Tell a foreign object from an empty slot: a frame the model "
+        "calls empty whose scene differs from the learned empty slot is `unknown` with "
+        "reason foreign_object (device/scene.py).")
+    foreign_threshold: float = Field(0.15, gt=0, le=1, description="Fraction of the scene "
+                                     "that must differ from the empty slot.")
+    foreign_pixel_delta: int = Field(30, ge=1, le=255, description="Grey levels a point "
+                                     "must differ by to count.")
 
     @model_validator(mode="after")
     def _checks(self) -> DecisionConfig:

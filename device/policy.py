@@ -12,6 +12,7 @@ surface and refused on another.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from device.openset import DEFAULT_THRESHOLD, OodRule, OperatingPoint, Verdict, ood_score
+from device.regions import crop
+from device.scene import EmptyScene
 
 # The [decision] keys an operator may set to override the bundle's operating point.
 OVERRIDABLE = ("threshold", "class_thresholds", "background_labels", "unknown_labels")
@@ -184,6 +187,8 @@ class DecisionEngine:
         self.config = config
         self.regions = {r.name: r for r in regions}
         self._policies: dict[tuple[str, str], Policy] = {}
+        self._scenes: dict[str, EmptyScene] = {}  # per region: the empty slot's look
+        self.foreign = bool(getattr(config, "foreign_object", False))
 
     def policy(self, model: JudgedModel, roi: str = "") -> Policy:
         key = (model.sha256, roi)
@@ -196,5 +201,18 @@ class DecisionEngine:
                                                          self.regions.get(roi))
         return found
 
-    def judge(self, model: JudgedModel, roi: str, outputs: Sequence[np.ndarray]) -> Verdict:
-        return judge(self.policy(model, roi), model.labels, outputs)
+    def judge(self, model: JudgedModel, roi: str, outputs: Sequence[np.ndarray],
+              image: np.ndarray | None = None) -> Verdict:
+        """The frame's verdict; with the camera's image, an "empty" frame whose scene is
+        not the empty slot's is a foreign object (device.scene), not an empty slot."""
+        verdict = judge(self.policy(model, roi), model.labels, outputs)
+        if image is None or not self.foreign or verdict.reason != "background":
+            return verdict
+        scene = self._scenes.get(roi)
+        if scene is None:
+            c = self.config
+            scene = self._scenes[roi] = EmptyScene(c.foreign_threshold, c.foreign_pixel_delta)
+        region = self.regions.get(roi)
+        if scene.is_foreign(crop(image, region) if region is not None else image):
+            return dataclasses.replace(verdict, reason="foreign_object")
+        return verdict

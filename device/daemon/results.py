@@ -37,7 +37,9 @@ class ResultHandler:
     def __call__(self, done: Done) -> None:
         frame, spec = done.frame, done.spec
         c = done.inference.classify()
-        verdict = self.engine.judge(spec, frame.roi, done.inference.outputs())
+        # the scene check learns the camera's empty slot: an upload is no view of it
+        image = frame.image if frame.from_camera else None
+        verdict = self.engine.judge(spec, frame.roi, done.inference.outputs(), image)
         if frame.origin == "upload":
             if self.uploads is not None:
                 self.uploads(done, c, verdict)
