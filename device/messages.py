@@ -116,6 +116,8 @@ class StatusPayload(_Payload):
     last_error: str
     events: int = Field(ge=0, description="events decided since start")
     reconnects: int = Field(ge=0, description="broker reconnections since start")
+    commands_dropped: int = Field(0, ge=0, description="commands dropped unanswered since "
+                                  "start because too many arrived at once (queue full)")
     worker_restarts: int = Field(0, ge=0, description="inference worker restarts (crash or "
                                  "no answer within model.inference_timeout)")
     frames_seen: int = Field(0, ge=0, description="camera frames (once, not per region)")

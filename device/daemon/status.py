@@ -90,6 +90,7 @@ def _snapshot(d: Daemon) -> messages.StatusPayload:
         errors=errors, last_error=d.stats.last_error or d.publisher.last_error or warning,
         events=d.stats.events, reconnects=max(0, d.publisher.reconnects - 1),
         worker_restarts=d.slot.restarts, reload_nonce=d.reload_nonce,
+        commands_dropped=d.commands.dropped,
         frames_seen=d.stats.seen, frames_gated=d.stats.gated, trigger=d.cfg.trigger.mode,
         outbox=messages.OutboxStatus(pending=pending, bytes=size, fill=round(fill, 4),
                                      dropped=d.outbox.dropped, unstored=unstored,
