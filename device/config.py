@@ -110,7 +110,8 @@ class MqttConfig(_Section):
 
     host: str = Field("localhost", min_length=1, description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
-    client_id: str = Field("", description="MQTT client id ('' = coral-classifier-<device_id>).")
+    client_id: str = Field("", description="MQTT client id ('' = coral-classifier-<device_id>-"
+                           "<random suffix kept in the state folder>: unique per install).")
     keepalive: int = Field(30, ge=5, le=3600, description="Keepalive in seconds.")
     qos: Literal[0, 1, 2] = Field(0, description="QoS of result messages.")
     topic_prefix: str = Field(

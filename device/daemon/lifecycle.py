@@ -88,7 +88,10 @@ class Daemon:
         self.source: FrameSource = create_frame_source(
             self.cfg.camera, (self.spec.width, self.spec.height), self.spec.resize)
         self.trigger = create_trigger(self.cfg.trigger, self.cfg.camera.roi)
-        self.publisher = MqttPublisher(self.cfg.mqtt, self.device_id)
+        from device.mqtt.identity import client_id
+
+        self.publisher = MqttPublisher(self.cfg.mqtt, self.device_id, client_id(
+            self.cfg.mqtt.client_id, self.device_id, st.resolved_dir()))
         self.topics = self.publisher.topics
         self.sender = EventSender(self.outbox, self.publisher.publish_qos1,
                                   self.publisher.connected)
