@@ -216,6 +216,11 @@ class StateConfig(_Section):
         60.0, gt=0, description="Seconds decided events may wait in memory because the "
         "outbox cannot be written (disk full, read-only) before the daemon exits for a "
         "restart; they are retried every second meanwhile.")
+    spill_bytes: int = Field(
+        1 << 20, ge=0, description="A file of this size reserved in the state folder at "
+        "start: events the outbox cannot take (disk full) are written there at once and "
+        "restored at the next start, whatever the stop; beyond it they are counted as lost "
+        "(status outbox.lost, a gap in event seq). 0 = none.")
 
     def resolved_dir(self) -> Path:
         if self.dir:

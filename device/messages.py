@@ -77,6 +77,10 @@ class OutboxStatus(_Payload):
                          "was full (counts keep them); survives restarts")
     unstored: int = Field(0, ge=0, description="decided events held in memory because the "
                           "outbox cannot be written (disk full, read-only): retried")
+    lost: int = Field(0, ge=0, description="decided events lost because the disk failed and "
+                      "the spill file (state.spill_bytes) was full; survives restarts")
+    lost_seq: list[int] | None = Field(None, description="[first, last] event seq of the "
+                                       "latest loss: the gap consumers see in seq")
     warning: str = Field(description="set from 80% full, on a write failure, or after a "
                          "corrupt outbox was set aside")
 

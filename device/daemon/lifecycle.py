@@ -28,6 +28,7 @@ from device.daemon.presence import Presence
 from device.daemon.reload import reload_model
 from device.daemon.sinks import EventSink, Sink, make_sink
 from device.daemon.slot import Done, ModelSlot
+from device.daemon.spill import open_spill
 from device.daemon.stats import Stats
 from device.daemon.worker import LoadRequest, ModelSpec, WorkerDied
 from device.errors import CameraError, CoralError
@@ -85,6 +86,8 @@ class Daemon:
         st = self.cfg.state
         self.outbox = Outbox(st.resolved_dir() / f"outbox-{self.device_id}.sqlite",
                              st.outbox_max_events, st.outbox_max_bytes)
+        self.spill = open_spill(st.resolved_dir() / f"spill-{self.device_id}.bin",
+                                st.spill_bytes, self.outbox, self.device_id)
         self.source: FrameSource = create_frame_source(
             self.cfg.camera, (self.spec.width, self.spec.height), self.spec.resize)
         self.trigger = create_trigger(self.cfg.trigger, self.cfg.camera.roi)
@@ -108,6 +111,8 @@ class Daemon:
             self.topics.base)
         self.publisher.on_connected.append(self.presence.republish)
         self.sink: Sink = make_sink(self)
+        if isinstance(self.sink, EventSink):
+            self.sink.spill = self.spill
         self.results = ResultThread(self._handle_result, tick=self.sink.tick)
         status_mod.attach_extras(self)
         self.recorder, self.web = web_attach.attach(self)  # [capture], [web]
@@ -295,6 +300,8 @@ class Daemon:
             if self.metrics is not None:
                 self.metrics.close()
             self.outbox.close()
+            if self.spill is not None:
+                self.spill.close()
             self.source.close()
             self.trigger.close()
             web_attach.close(self)

@@ -75,7 +75,8 @@ def _snapshot(d: Daemon) -> messages.StatusPayload:
     unstored = len(getattr(d.sink, "unstored", ()))
     warning = (getattr(d.sink, "failing", "")
                or (f"outbox {fill:.0%} full ({pending} events unsent)" if fill >= OUTBOX_WARN
-                   else "") or d.outbox.recovered)
+                   else "") or d.outbox.recovered
+               or (d.spill.broken or d.spill.note if getattr(d, "spill", None) else ""))
     errors = d.stats.error_counts()
     errors["publish"] += d.publisher.errors + d.publisher.callback_errors
     spec = d.spec
@@ -94,6 +95,9 @@ def _snapshot(d: Daemon) -> messages.StatusPayload:
         frames_seen=d.stats.seen, frames_gated=d.stats.gated, trigger=d.cfg.trigger.mode,
         outbox=messages.OutboxStatus(pending=pending, bytes=size, fill=round(fill, 4),
                                      dropped=d.outbox.dropped, unstored=unstored,
+                                     lost=d.outbox.lost, lost_seq=(
+                                         list(d.outbox.lost_seq) if d.outbox.lost_seq
+                                         else None),
                                      warning=warning))
 
 
