@@ -68,9 +68,9 @@ demo-model: train-deps ## retrain the committed demo bundle compiled_models/demo
 
 .PHONY: collect
 collect: venv ## pull the frames labelled on a device into class folders: make collect HOST=pi@host [OUT=data/] (merges, never overwrites)
-	@[ -n "$(HOST)" ] || { echo "usage: make collect HOST=pi@host [OUT=data/] [REMOTE=/var/lib/coral-classifier/dataset]"; exit 2; }
-	$(PY) -m host_training.collect --host "$(HOST)" --out "$(or $(OUT),data/)" \
-	  $(if $(REMOTE),--remote "$(REMOTE)") $(COLLECT_ARGS)
+	@[ -n $(call q,$(HOST)) ] || { echo "usage: make collect HOST=pi@host [OUT=data/] [REMOTE=/var/lib/coral-classifier/dataset]"; exit 2; }
+	$(PY) -m host_training.collect --host $(call q,$(HOST)) --out $(call q,$(or $(OUT),data/)) \
+	  $(if $(REMOTE),--remote $(call q,$(REMOTE))) $(COLLECT_ARGS)
 
 .PHONY: bench-web
 bench-web: venv mosquitto ## what the web page costs per frame when nobody watches: the tap alone, and daemon windows with [web] off/on
