@@ -109,20 +109,23 @@ install-device: ## on the Pi: user, deploy group + sudoers rule, venv, config, u
 uninstall-device: ## on the Pi: undo install-device (PURGE=1 also removes config, models and counts)
 	$(SUDO) env PURGE=$(call q,$(PURGE)) systemd/install-device.sh uninstall
 
-deploy: venv ## flash a bundle: make deploy HOST=user@pi MODEL=compiled_models/NAME (HOSTS="a b" for a fleet, ALLOW_CPU=1)
+deploy: venv ## flash a bundle: make deploy HOST=user@pi MODEL=compiled_models/NAME (HOSTS="a b" for a fleet, ALLOW_CPU=1, CONFIG=controller.toml for the broker)
 	$(PY) -m host_training.deploy deploy --model $(call q,$(MODEL)) \
-	  $(foreach h,$(HOST) $(HOSTS),--host $(call q,$(h))) $(if $(ALLOW_CPU),--allow-cpu) $(DEPLOY_ARGS)
+	  $(foreach h,$(HOST) $(HOSTS),--host $(call q,$(h))) $(if $(ALLOW_CPU),--allow-cpu) \
+	  $(if $(CONFIG),--config $(call q,$(CONFIG))) $(DEPLOY_ARGS)
 
 rollback: venv ## switch a device back to its previous model: make rollback HOST=user@pi
-	$(PY) -m host_training.deploy rollback $(foreach h,$(HOST) $(HOSTS),--host $(call q,$(h))) $(DEPLOY_ARGS)
+	$(PY) -m host_training.deploy rollback $(foreach h,$(HOST) $(HOSTS),--host $(call q,$(h))) \
+	  $(if $(CONFIG),--config $(call q,$(CONFIG))) $(DEPLOY_ARGS)
 
-rollout: venv ## pull update over MQTT, canary first: make rollout MODEL=compiled_models/NAME DEVICES="id1 id2" BROKER=host:port
+rollout: venv ## pull update over MQTT, canary first: make rollout MODEL=compiled_models/NAME DEVICES="id1 id2" BROKER=host:port (CONFIG=controller.toml: credentials, TLS)
 	$(PY) -m host_training.rollout --model $(call q,$(MODEL)) \
 	  $(foreach d,$(DEVICES),--device $(call q,$(d))) $(if $(BROKER),--broker $(call q,$(BROKER))) \
-	  $(if $(ALLOW_CPU),--allow-cpu) $(ROLLOUT_ARGS)
+	  $(if $(ALLOW_CPU),--allow-cpu) $(if $(CONFIG),--config $(call q,$(CONFIG))) $(ROLLOUT_ARGS)
 
-fleet: venv ## every device on the broker: model, backend, fps, errors (BROKER=host:port, FLEET_ARGS=--json)
-	$(PY) -m device fleet --broker $(call q,$(or $(BROKER),localhost:1883)) $(FLEET_ARGS)
+fleet: venv ## every device on the broker: model, backend, fps, errors (BROKER=host:port, CONFIG=controller.toml, FLEET_ARGS=--json)
+	$(PY) -m device fleet $(if $(BROKER),--broker $(call q,$(BROKER))) \
+	  $(if $(CONFIG),--config $(call q,$(CONFIG))) $(FLEET_ARGS)
 
 container: ## build the device image with buildah or podman (CONTAINER_ARCH=arm64 for a Pi; see container/)
 	container/build.sh $(call q,$(or $(CONTAINER_ARCH),$(ARCH)))
