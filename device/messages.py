@@ -142,7 +142,8 @@ class EventPayload(_Payload):
 
     event_id: str
     seq: int = Field(ge=1, description="gap-free across restarts: a consumer can prove "
-                     "nothing is missing")
+                     "nothing is missing; the only gaps are events the device lost on a "
+                     "disk fault, which its status names (outbox.lost_seq)")
     device_id: str
     label: str
     score: float

@@ -33,6 +33,7 @@ from device.daemon.stats import Stats
 from device.daemon.worker import LoadRequest, ModelSpec, WorkerDied
 from device.errors import CameraError, CoralError
 from device.mqtt.commands import CommandRunner
+from device.mqtt.identity import client_id
 from device.mqtt.outbox import Outbox
 from device.mqtt.publisher import MqttPublisher
 from device.mqtt.sender import EventSender
@@ -91,8 +92,6 @@ class Daemon:
         self.source: FrameSource = create_frame_source(
             self.cfg.camera, (self.spec.width, self.spec.height), self.spec.resize)
         self.trigger = create_trigger(self.cfg.trigger, self.cfg.camera.roi)
-        from device.mqtt.identity import client_id
-
         self.publisher = MqttPublisher(self.cfg.mqtt, self.device_id, client_id(
             self.cfg.mqtt.client_id, self.device_id, st.resolved_dir()))
         self.topics = self.publisher.topics
