@@ -23,8 +23,8 @@ from .test_disk import can_mount_tmpfs, fill_up
 DEMO = ROOT / "compiled_models" / "demo-notes"
 PASSES = ["note_5", "note_10", "note_20"] * 4
 
-pytestmark = pytest.mark.skipif(not can_mount_tmpfs(), reason="needs mount namespaces "
-                                "(unshare -m) to mount a small tmpfs; run as root")
+needs_tmpfs = pytest.mark.skipif(not can_mount_tmpfs(), reason="needs mount namespaces "
+                                 "(unshare -m) to mount a small tmpfs; run as root")
 
 
 class Namespace:
@@ -89,6 +89,7 @@ def hold_events_then_stop(ns: Namespace, rec: Recorder, cfg: Path, log, stop: st
     return decided
 
 
+@needs_tmpfs
 @pytest.mark.parametrize("stop", ["sigterm", "max_unstored", "sigkill"])
 def test_events_held_on_a_full_disk_survive_the_stop(tmp_path, broker, stop):
     device_id = f"spill-{stop}"
@@ -119,6 +120,7 @@ def test_events_held_on_a_full_disk_survive_the_stop(tmp_path, broker, stop):
         log.close()
 
 
+@needs_tmpfs
 def test_events_beyond_the_spill_file_are_published_as_lost(tmp_path, broker):
     device_id = "spill-lost"
     ns = Namespace(tmp_path / "state")
@@ -150,3 +152,67 @@ def test_events_beyond_the_spill_file_are_published_as_lost(tmp_path, broker):
         ns.close()
         rec.close()
         log.close()
+
+
+# -- the spill file on its own (no daemon): the restore's seq bookkeeping ------------------
+MODEL = {"name": "m", "version": "1.0.0", "sha256": "0" * 64}
+
+
+def held(n: int, start: int = 0):
+    from device.daemon.sinks import _Unstored
+    from device.decision import Event
+
+    return [_Unstored(Event(f"ev-{i}", "note_5", 0.9, 3, float(i), float(i) + 0.1), MODEL,
+                      0.0) for i in range(start, start + n)]
+
+
+def stored_events(outbox) -> list[tuple[int, str]]:
+    import json
+
+    rows = [json.loads(p) for _, _, p in outbox.pending()]
+    return [(r["seq"], r["event_id"]) for r in rows if "seq" in r]
+
+
+def test_restore_skips_what_the_outbox_already_has(tmp_path):
+    """A crash between storing held events and clearing the spill file: no duplicates."""
+    from device import messages
+    from device.daemon.spill import Spill, open_spill
+    from device.mqtt.outbox import Outbox
+
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    outbox.add("t", b"{}", "note_5")  # seq 1, stored before the fault
+    spill = Spill(tmp_path / "spill.bin", 4096, outbox, "dev")
+    items = held(3)
+    spill.hold(items, "t")  # the three held events: seq 2, 3, 4 to be
+    for it in items[:2]:  # the disk came back: two stored, then the SIGKILL
+        outbox.add("t", lambda s, it=it: messages.dumps(messages.event_payload(
+            it.event, it.model, "dev", s)), "note_5")
+    spill.close()
+    again = open_spill(tmp_path / "spill.bin", 4096, outbox, "dev")
+    assert [e for e in stored_events(outbox) if e[1].startswith("ev-")] == [
+        (2, "ev-0"), (3, "ev-1"), (4, "ev-2")]
+    assert outbox.lost == 0 and "1 event(s)" in again.note
+    again.close()
+    # restored once only: a second start finds an empty spill file
+    assert open_spill(tmp_path / "spill.bin", 4096, outbox, "dev").note == ""
+
+
+def test_what_does_not_fit_becomes_a_recorded_gap(tmp_path):
+    from device.daemon.spill import Spill, open_spill
+    from device.mqtt.outbox import Outbox
+
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    spill = Spill(tmp_path / "spill.bin", 700, outbox, "dev")  # room for two records
+    spill.hold(held(2), "t")
+    spill.hold(held(3, start=2), "t")  # held later, in order: three more fit nowhere
+    assert spill.count == 2 and spill.lost == 3
+    spill.close()
+    again = open_spill(tmp_path / "spill.bin", 700, outbox, "dev")
+    assert [s for s, _ in stored_events(outbox)] == [1, 2]
+    assert outbox.lost == 3 and outbox.lost_seq == (3, 5)
+    outbox.add("t", b"{}")
+    assert outbox.last_seq() == 6, "the next event comes after the gap"
+    outbox.close()
+    reopened = Outbox(tmp_path / "outbox.sqlite")
+    assert reopened.lost == 3 and reopened.lost_seq == (3, 5), "survives restarts"
+    again.close()
