@@ -81,9 +81,9 @@ demo-model: train-deps ## retrain the committed demo bundle compiled_models/demo
 
 .PHONY: collect
 collect: venv ## pull the frames labelled on a device into class folders: make collect HOST=pi@host [OUT=data/] (merges, never overwrites)
-	@[ -n "$(HOST)" ] || { echo "usage: make collect HOST=pi@host [OUT=data/] [REMOTE=/var/lib/coral-classifier/dataset]"; exit 2; }
-	$(PY) -m host_training.collect --host "$(HOST)" --out "$(or $(OUT),data/)" \
-	  $(if $(REMOTE),--remote "$(REMOTE)") $(COLLECT_ARGS)
+	@[ -n $(call q,$(HOST)) ] || { echo "usage: make collect HOST=pi@host [OUT=data/] [REMOTE=/var/lib/coral-classifier/dataset]"; exit 2; }
+	$(PY) -m host_training.collect --host $(call q,$(HOST)) --out $(call q,$(or $(OUT),data/)) \
+	  $(if $(REMOTE),--remote $(call q,$(REMOTE))) $(COLLECT_ARGS)
 
 .PHONY: bench-web
 bench-web: venv mosquitto ## what the web page costs per frame when nobody watches: the tap alone, and daemon windows with [web] off/on
@@ -123,17 +123,20 @@ install-device: ## on the Pi: user, deploy group + sudoers rule, venv, config, u
 uninstall-device: ## on the Pi: undo install-device (PURGE=1 also removes config, models and counts)
 	$(SUDO) env PURGE=$(call q,$(PURGE)) systemd/install-device.sh uninstall
 
-deploy: venv ## flash a bundle: make deploy HOST=user@pi MODEL=compiled_models/NAME (HOSTS="a b" for a fleet, ALLOW_CPU=1)
+deploy: venv ## flash a bundle: make deploy HOST=user@pi MODEL=compiled_models/NAME (HOSTS="a b" for a fleet, ALLOW_CPU=1, CONFIG=controller.toml for the broker)
 	$(PY) -m host_training.deploy deploy --model $(call q,$(MODEL)) \
-	  $(foreach h,$(HOST) $(HOSTS),--host $(call q,$(h))) $(if $(ALLOW_CPU),--allow-cpu) $(DEPLOY_ARGS)
+	  $(foreach h,$(HOST) $(HOSTS),--host $(call q,$(h))) $(if $(ALLOW_CPU),--allow-cpu) \
+	  $(if $(CONFIG),--config $(call q,$(CONFIG))) $(DEPLOY_ARGS)
 
 rollback: venv ## switch a device back to its previous model: make rollback HOST=user@pi
-	$(PY) -m host_training.deploy rollback $(foreach h,$(HOST) $(HOSTS),--host $(call q,$(h))) $(DEPLOY_ARGS)
+	$(PY) -m host_training.deploy rollback $(foreach h,$(HOST) $(HOSTS),--host $(call q,$(h))) \
+	  $(if $(CONFIG),--config $(call q,$(CONFIG))) $(DEPLOY_ARGS)
 
-rollout: venv ## pull update over MQTT, canary first: make rollout MODEL=compiled_models/NAME DEVICES="id1 id2" BROKER=host:port
+rollout: venv ## pull update over MQTT, canary first: make rollout MODEL=compiled_models/NAME DEVICES="id1 id2" BROKER=host:port (CONFIG=controller.toml: credentials, TLS)
 	$(PY) -m host_training.rollout --model $(call q,$(MODEL)) \
 	  $(foreach d,$(DEVICES),--device $(call q,$(d))) $(if $(BROKER),--broker $(call q,$(BROKER))) \
-	  $(if $(ALLOW_CPU),--allow-cpu) $(if $(SIGN_KEY),--sign-key $(call q,$(SIGN_KEY))) $(ROLLOUT_ARGS)
+	  $(if $(ALLOW_CPU),--allow-cpu) $(if $(SIGN_KEY),--sign-key $(call q,$(SIGN_KEY))) \
+	  $(if $(CONFIG),--config $(call q,$(CONFIG))) $(ROLLOUT_ARGS)
 
 # rollout signs with keys/update.pem when it exists (make keys); SIGN_KEY= turns that off
 SIGN_KEY ?= $(wildcard keys/update.pem)
@@ -141,8 +144,9 @@ SIGN_KEY ?= $(wildcard keys/update.pem)
 keys: venv ## Ed25519 key pair that signs pull updates: keys/update.pem (private, 600) and keys/update.pub (never overwrites)
 	$(PY) -m host_training.keys --out $(call q,$(or $(KEYS_DIR),keys))
 
-fleet: venv ## every device on the broker: model, backend, fps, errors (BROKER=host:port, FLEET_ARGS=--json)
-	$(PY) -m device fleet --broker $(call q,$(or $(BROKER),localhost:1883)) $(FLEET_ARGS)
+fleet: venv ## every device on the broker: model, backend, fps, errors (BROKER=host:port, CONFIG=controller.toml, FLEET_ARGS=--json)
+	$(PY) -m device fleet $(if $(BROKER),--broker $(call q,$(BROKER))) \
+	  $(if $(CONFIG),--config $(call q,$(CONFIG))) $(FLEET_ARGS)
 
 container: ## build the device image with buildah or podman (CONTAINER_ARCH=arm64 for a Pi; see container/)
 	container/build.sh $(call q,$(or $(CONTAINER_ARCH),$(ARCH)))

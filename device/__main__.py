@@ -211,11 +211,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
-    from device.config import load_config
-    from device.tools.fleet import run
+    from device.tools.fleet import load_mqtt, run
 
-    cfg = load_config(args.config).mqtt if args.config else None
-    print(run(args.broker, cfg, args.prefix, args.json, args.settle))
+    print(run(args.broker, load_mqtt(args.config), args.prefix, args.json, args.settle))
     return 0
 
 

@@ -111,7 +111,8 @@ class MqttConfig(_Section):
 
     host: str = Field("localhost", min_length=1, description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
-    client_id: str = Field("", description="MQTT client id ('' = coral-classifier-<device_id>).")
+    client_id: str = Field("", description="MQTT client id ('' = coral-classifier-<device_id>-"
+                           "<random suffix kept in the state folder>: unique per install).")
     keepalive: int = Field(30, ge=5, le=3600, description="Keepalive in seconds.")
     qos: Literal[0, 1, 2] = Field(0, description="QoS of result messages.")
     topic_prefix: str = Field(
@@ -229,6 +230,11 @@ class StateConfig(_Section):
         60.0, gt=0, description="Seconds decided events may wait in memory because the "
         "outbox cannot be written (disk full, read-only) before the daemon exits for a "
         "restart; they are retried every second meanwhile.")
+    spill_bytes: int = Field(
+        1 << 20, ge=0, description="A file of this size reserved in the state folder at "
+        "start: events the outbox cannot take (disk full) are written there at once and "
+        "restored at the next start, whatever the stop; beyond it they are counted as lost "
+        "(status outbox.lost, a gap in event seq). 0 = none.")
 
     def resolved_dir(self) -> Path:
         if self.dir:

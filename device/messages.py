@@ -83,6 +83,10 @@ class OutboxStatus(_Payload):
                          "was full (counts keep them); survives restarts")
     unstored: int = Field(0, ge=0, description="decided events held in memory because the "
                           "outbox cannot be written (disk full, read-only): retried")
+    lost: int = Field(0, ge=0, description="decided events lost because the disk failed and "
+                      "the spill file (state.spill_bytes) was full; survives restarts")
+    lost_seq: list[int] | None = Field(None, description="[first, last] event seq of the "
+                                       "latest loss: the gap consumers see in seq")
     warning: str = Field(description="set from 80% full, on a write failure, or after a "
                          "corrupt outbox was set aside")
 
@@ -122,6 +126,8 @@ class StatusPayload(_Payload):
     last_error: str
     events: int = Field(ge=0, description="events decided since start")
     reconnects: int = Field(ge=0, description="broker reconnections since start")
+    commands_dropped: int = Field(0, ge=0, description="commands dropped unanswered since "
+                                  "start because too many arrived at once (queue full)")
     worker_restarts: int = Field(0, ge=0, description="inference worker restarts (crash or "
                                  "no answer within model.inference_timeout)")
     frames_seen: int = Field(0, ge=0, description="camera frames (once, not per region)")
@@ -142,7 +148,8 @@ class EventPayload(_Payload):
 
     event_id: str
     seq: int = Field(ge=1, description="gap-free across restarts: a consumer can prove "
-                     "nothing is missing")
+                     "nothing is missing; the only gaps are events the device lost on a "
+                     "disk fault, which its status names (outbox.lost_seq)")
     device_id: str
     label: str = Field(description="the class decided; 'unknown' when nothing was "
                        "recognised (see guess)")

@@ -85,6 +85,9 @@ class CaptureConfig(_Section):
 
     max_bytes: int = Field(500 << 20, ge=1 << 20, description="Captured dataset bound "
                            "(bytes); a capture stops when it is reached.")
+    min_free_bytes: int = Field(100 << 20, ge=0, description="Free space kept on the "
+                                "state disk for the outbox and the system: captures stop and "
+                                "doubtful frames are not kept below it.")
     quality: int = Field(92, ge=50, le=100, description="JPEG quality of saved frames.")
     keep_doubtful: bool = Field(False, description="Keep doubtful frames automatically: "
                                 "behind unknown events, below the operating threshold while "

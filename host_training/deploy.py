@@ -23,6 +23,7 @@ from pathlib import Path
 
 from device.bundle import TPU_MODEL, Bundle, load_bundle
 from device.errors import CoralError
+from device.tools.fleet import CONFIG_HELP, load_mqtt
 from host_training.remote import (
     NONCE_FILE,
     PENDING,
@@ -72,7 +73,8 @@ def device_id(t: Target) -> str:
 
 
 def watch(t: Target, device: str) -> DeviceWatch:
-    return DeviceWatch(t.broker, device, t.topic_prefix, t.host.split("@")[-1].strip("[]"))
+    return DeviceWatch(t.broker, device, "" if t.mqtt else t.topic_prefix,
+                       t.host.split("@")[-1].strip("[]"), mqtt=t.mqtt)
 
 
 def reload(t: Target, w: DeviceWatch, sha256: str, timeout: float,
@@ -229,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                             "running yet); the sudoers rule allows exactly this too")
         p.add_argument("--device_id", "--device-id", dest="device_id", default="",
                        help="the device's mqtt.device_id (default: its host name)")
-        p.add_argument("--broker", default="", help="host:port (default: <host>:1883)")
+        p.add_argument("--broker", default="", help="host:port (default: the config's "
+                       "broker, else <host>:1883)")
+        p.add_argument("--config", default=None, help=CONFIG_HELP)
         p.add_argument("--timeout", type=float, default=60.0)
         if name == "deploy":
             p.add_argument("--model", required=True, help="bundle folder")
@@ -238,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        mqtt = load_mqtt(a.config)
         targets = [Target(h, a.root, a.ssh_opts, a.reload_cmd, a.start_cmd, a.device_id,
-                          a.broker) for h in a.host]
+                          a.broker, mqtt=mqtt) for h in a.host]
         if a.command == "rollback":
             for t in targets:
                 rollback(t, a.timeout)

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from device.errors import CoralError
 
@@ -77,6 +78,7 @@ class Target:
     device_id: str = ""
     broker: str = ""  # host:port of the MQTT broker the device reports to
     topic_prefix: str = "coral-classifier"
+    mqtt: Any = None  # device.config.MqttConfig from --config: credentials, TLS, prefix
 
     def __post_init__(self) -> None:
         check_host(self.host)

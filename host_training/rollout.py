@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from device.errors import CoralError
+from device.tools.fleet import CONFIG_HELP, load_mqtt
 from host_training.remote import DeployError, UsageError, check_version
 from host_training.watch import DeviceWatch
 
@@ -95,10 +96,10 @@ def healthy(w: DeviceWatch, sha256: str, seconds: float) -> tuple[bool, str]:
 def rollout(model: Path, devices: list[str], broker: str, *, allow_cpu: bool = False,
             url_base: str = "", serve_address: str = "0.0.0.0", port: int = 0,
             sign_key: Path | None = None, health: float = 30.0, timeout: float = 300.0,
-            prefix: str = "coral-classifier") -> None:
+            prefix: str = "", mqtt=None) -> None:
+    from device.tools.fleet import broker_config
     from host_training.deploy import verify_locally
     from host_training.serve import BundleServer, pack, signed_request
-    from host_training.watch import split_broker
 
     bundle = verify_locally(model, allow_cpu)
     check_version(bundle.version)
@@ -112,14 +113,14 @@ def rollout(model: Path, devices: list[str], broker: str, *, allow_cpu: bool = F
         else:
             server = BundleServer(serve_address, port)
             host = (serve_address if serve_address not in ("0.0.0.0", "::")
-                    else advertised_host(split_broker(broker, "localhost")[0]))
+                    else advertised_host(broker_config(broker, mqtt).host))
             url = f"http://{host}:{server.port}{server.add(archive)}"
             log.info("serving %s (%d bytes, sha256 %s…) at %s", archive.name,
                      archive.stat().st_size, sha[:12], url)
         try:
             for i, device in enumerate(devices):
                 role = "canary" if i == 0 and len(devices) > 1 else "device"
-                w = DeviceWatch(broker, device, prefix, commands=("update",))
+                w = DeviceWatch(broker, device, prefix, commands=("update",), mqtt=mqtt)
                 try:
                     rid = f"rollout-{os.getpid()}-{i}"
                     fields = {"url": url, "sha256": sha, "version": bundle.version,
@@ -157,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True, help="bundle folder")
     ap.add_argument("--device", action="append", required=True,
                     help="a device id (mqtt.device_id); repeat; the first is the canary")
-    ap.add_argument("--broker", default="localhost:1883", help="host:port")
+    ap.add_argument("--broker", default="", help="host:port (default: the config's broker, "
+                    "else localhost:1883)")
+    ap.add_argument("--config", default=None, help=CONFIG_HELP)
     ap.add_argument("--url_base", "--url-base", dest="url_base", default="",
                     help="publish the archive there yourself (https://...) instead of "
                          "serving it from this machine")
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("a device is listed twice")
         rollout(Path(a.model), a.device, a.broker, allow_cpu=a.allow_cpu, url_base=a.url_base,
                 serve_address=a.serve_address, port=a.port, sign_key=a.sign_key,
-                health=a.health, timeout=a.timeout)
+                health=a.health, timeout=a.timeout, mqtt=load_mqtt(a.config))
     except CoralError as exc:
         log.error("%s", exc)
         if a.json:

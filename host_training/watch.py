@@ -29,25 +29,45 @@ def split_broker(broker: str, default_host: str) -> tuple[str, int]:
 class DeviceWatch:
     """Follows <prefix>/<device_id>/status and cmd/<name>/reply (paho, via make_client)."""
 
-    def __init__(self, broker: str, device_id: str, prefix: str = "coral-classifier",
-                 default_host: str = "localhost", commands: tuple[str, ...] = ("reload",)):
-        from device.config import MqttConfig
+    def __init__(self, broker: str, device_id: str, prefix: str = "",
+                 default_host: str = "localhost", commands: tuple[str, ...] = ("reload",),
+                 mqtt=None):
+        """mqtt: the MqttConfig of --config (credentials, TLS, prefix), as `fleet` takes it;
+        broker (host:port) replaces its address; prefix '' = the config's."""
+        from device.errors import ConfigError
         from device.mqtt.client import guarded, make_client
+        from device.tools.fleet import broker_config
 
-        host, port = split_broker(broker, default_host)
-        self.base = f"{prefix}/{device_id}"
+        try:
+            cfg = broker_config(broker, mqtt, default_host)
+        except ConfigError as exc:
+            raise WatchError(str(exc)) from None
+        host, port = cfg.host, cfg.port
+        self.base = f"{prefix or cfg.topic_prefix}/{device_id}"
         self.device_id = device_id
         self.status: dict[str, Any] = {}
         self.replies: list[tuple[str, dict[str, Any]]] = []
         self.changed = threading.Condition()
         self.subscribed = threading.Event()
-        self.client = make_client(MqttConfig(host=host, port=port),
-                                  f"coral-deploy-{device_id}-{os.getpid()}")
+        self.client = make_client(cfg, f"coral-deploy-{device_id}-{os.getpid()}")
         topics = [(f"{self.base}/status", 1)] + [(f"{self.base}/cmd/{c}/reply", 1)
                                                    for c in commands]
-        self.client.on_connect = guarded(lambda c, u, f, rc, p: c.subscribe(topics)
-                                         if not rc.is_failure else None)
-        self.client.on_subscribe = guarded(lambda *a: self.subscribed.set())
+        refused: list[str] = []
+
+        def on_connect(client, userdata, flags, rc, props) -> None:
+            if rc.is_failure:
+                refused.append(str(rc))
+                self.subscribed.set()
+            else:
+                client.subscribe(topics)
+
+        def on_subscribe(client, userdata, mid, codes, props) -> None:
+            if any(c.is_failure for c in codes):
+                refused.append(f"subscription refused ({', '.join(map(str, codes))})")
+            self.subscribed.set()
+
+        self.client.on_connect = guarded(on_connect)
+        self.client.on_subscribe = guarded(on_subscribe)
         self.client.on_message = guarded(self._on_message)
         try:
             self.client.connect(host, port)
@@ -55,10 +75,13 @@ class DeviceWatch:
             raise WatchError(f"cannot reach the broker {host}:{port} to watch {device_id} "
                              f"({exc}): give BROKER=host:port") from None
         self.client.loop_start()
-        if not self.subscribed.wait(10):
+        if not self.subscribed.wait(10) or refused:
             self.close()
             raise WatchError(f"the broker {host}:{port} did not accept a subscription to "
-                             f"{self.base}/status within 10 s")
+                             f"{self.base}/status within 10 s"
+                             + (f": {refused[0]}" if refused else "")
+                             + ": give --config with the controller's credentials and TLS "
+                             "(CONFIG=... for make), and check the broker's ACL")
 
     def _on_message(self, client, userdata, msg) -> None:
         try:

@@ -15,6 +15,7 @@ import json
 import logging
 import queue
 import re
+import shutil
 import threading
 import time
 from collections import deque
@@ -112,6 +113,9 @@ class Recorder:
     def start(self, label: str, frames: int, every: float) -> dict[str, Any]:
         """Begin saving `frames` frames, one every `every` seconds, under label."""
         label = check_label(label)
+        low = self._low_on_space(1 << 20)  # room for some frames above the reserve
+        if low:
+            return {"ok": False, "error": low}
         with self.lock:
             if self.job is not None:
                 return {"ok": False, "error": f"a capture of {self.job.left} more frame(s) "
@@ -204,6 +208,11 @@ class Recorder:
             raise OSError("a frame could not be encoded")
         side = json.dumps(info, indent=1).encode()
         size = len(full) + len(small) + len(side)
+        # on disk: whole blocks per file, and room for new folders
+        low = self._low_on_space(sum(-(-n // 4096) * 4096 for n in (
+            len(full), len(small), len(side))) + 2 * 4096)
+        if low:
+            return self._no_room(item, low)
         if item.root == self.dataset:
             if self.dataset_bytes < 0:
                 self.dataset_bytes = folder_bytes(self.dataset) if self.dataset.exists() else 0
@@ -225,6 +234,31 @@ class Recorder:
         self.saved["capture" if item.root == self.dataset else "doubtful"] += 1
         if item.root == self.doubtful:
             self._trim_ring()
+
+    def _low_on_space(self, size: int) -> str:
+        """Why writing `size` more bytes would eat into capture.min_free_bytes ('' = room)."""
+        root = self.dataset.parent
+        while not root.exists() and root != root.parent:
+            root = root.parent  # made at the first save: its disk is its parent's
+        try:
+            free = shutil.disk_usage(root).free
+        except OSError as exc:
+            return f"free space on {root} cannot be read ({exc})"
+        if free - size >= self.cfg.min_free_bytes:
+            return ""
+        return (f"only {free >> 20} MiB free on {root}: frames are kept only while "
+                f"capture.min_free_bytes ({self.cfg.min_free_bytes >> 20} MiB) stays free; "
+                "free disk space or collect the frames (make collect)")
+
+    def _no_room(self, item: Save, why: str) -> None:
+        """Stop a capture, or skip a doubtful frame, before the disk's reserve is touched."""
+        self.skipped += 1
+        if item.root == self.dataset:
+            self.job = None
+            why = f"{why}: capture stopped"
+        if self.full != why:
+            log.warning("%s", why)
+        self.full = why
 
     def _trim_ring(self) -> None:
         """Oldest doubtful frames go until the ring is within its bounds."""

@@ -29,10 +29,12 @@ from device.daemon.reload import Reloader
 from device.daemon.results import ResultHandler
 from device.daemon.sinks import EventSink, Sink, make_sink
 from device.daemon.slot import ModelSlot
+from device.daemon.spill import open_spill
 from device.daemon.stats import Stats
 from device.daemon.worker import LoadRequest, ModelSpec, WorkerDied
 from device.errors import CameraError, CoralError
 from device.mqtt.commands import CommandRunner
+from device.mqtt.identity import client_id
 from device.mqtt.outbox import Outbox
 from device.mqtt.publisher import MqttPublisher
 from device.mqtt.sender import EventSender
@@ -80,10 +82,13 @@ class Daemon:
         st = self.cfg.state
         self.outbox = Outbox(st.resolved_dir() / f"outbox-{self.device_id}.sqlite",
                              st.outbox_max_events, st.outbox_max_bytes)
+        self.spill = open_spill(st.resolved_dir() / f"spill-{self.device_id}.bin",
+                                st.spill_bytes, self.outbox, self.device_id)
         self.source: FrameSource = create_frame_source(
             self.cfg.camera, (self.spec.width, self.spec.height), self.spec.resize)
         self.trigger = create_trigger(self.cfg.trigger, self.cfg.camera.roi)
-        self.publisher = MqttPublisher(self.cfg.mqtt, self.device_id)
+        self.publisher = MqttPublisher(self.cfg.mqtt, self.device_id, client_id(
+            self.cfg.mqtt.client_id, self.device_id, st.resolved_dir()))
         self.topics = self.publisher.topics
         self.sender = EventSender(self.outbox, self.publisher.publish_qos1,
                                   self.publisher.connected)
@@ -102,9 +107,12 @@ class Daemon:
         self.sink: Sink = make_sink(self.cfg, self.engine, self.outbox, self.sender,
                                     self.publisher, self.topics, self.counts.publish,
                                     self.stats, self.presence)
+        if isinstance(self.sink, EventSink):
+            self.sink.spill = self.spill
         self.status_parts = status_mod.StatusParts(
             self.device_id, self.source.name, self.cfg.trigger.mode, self.stats,
-            self.publisher, self.outbox, self.slot, self.sink, lambda: self.results.dropped)
+            self.publisher, self.outbox, self.slot, self.sink, lambda: self.results.dropped,
+            self.spill, lambda: self.commands.dropped)
         self.metrics = status_mod.attach_extras(
             self.cfg, self.publisher, self.status, lambda: self.spec, self.device_id,
             lambda: getattr(self.web, "server_port", None))
@@ -304,6 +312,8 @@ class Daemon:
             if self.metrics is not None:
                 self.metrics.close()
             self.outbox.close()
+            if self.spill is not None:
+                self.spill.close()
             self.source.close()
             self.trigger.close()
             web_attach.close(self.web, self.recorder)

@@ -4,8 +4,8 @@ events (one decision per object, stored in the outbox before anything is sent).
 Both run on the results thread. The event sink never loses a decided event silently: when
 the outbox cannot be written (disk full, read-only, I/O error) the event stays in memory
 in order, is retried every second, counted and shown in status; if that lasts longer than
-`state.max_unstored` the daemon exits so systemd restarts it (the events still in memory
-are written once more at the clean stop).
+`state.max_unstored` the daemon exits so systemd restarts it. Held events are also written
+to a reserved spill file (device/daemon/spill.py) so no kind of stop loses them.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ class EventSink:
         self.failing = ""
         self.fatal = ""  # set when storing failed for too long: the daemon exits
         self._next_retry = 0.0
+        self.spill = None  # device.daemon.spill.Spill: held events survive any stop
 
     def handle(self, frame, c: Classification, spec: ModelSpec, verdict: Verdict) -> None:
         unknown_events = self.engine.policy(spec, frame.roi).unknown_events
@@ -143,6 +144,8 @@ class EventSink:
             self.unstored.popleft()
             stored += 1
         if stored:
+            if not self.unstored and self.spill is not None:
+                self.spill.clear()
             if not self.unstored and self.failing:
                 log.warning("outbox writable again: %d held event(s) stored", stored)
                 self.stats.clear_error(self.failing)
@@ -158,6 +161,8 @@ class EventSink:
 
     def _failed(self, exc: sqlite3.Error) -> None:
         self._next_retry = time.monotonic() + 1.0
+        if self.spill is not None:
+            self.spill.hold(self.unstored, self.topic)
         waited = time.monotonic() - self.unstored[0].since
         self.failing = (f"outbox cannot store events ({exc}): {len(self.unstored)} held in "
                         f"memory for {waited:.0f} s, retrying; free disk space or fix "

@@ -55,6 +55,8 @@ class StatusParts:
     slot: ModelSlot
     sink: Any  # a Sink; an EventSink adds `unstored` and `failing`
     results_dropped: Callable[[], int]
+    spill: Any = None  # the event sink's spill file (held events survive a stop)
+    commands_dropped: Callable[[], int] = lambda: 0
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,8 @@ def snapshot_status(p: StatusParts, now: Moment) -> messages.StatusPayload:
     unstored = len(getattr(p.sink, "unstored", ()))
     warning = (getattr(p.sink, "failing", "")
                or (f"outbox {fill:.0%} full ({pending} events unsent)" if fill >= OUTBOX_WARN
-                   else "") or p.outbox.recovered)
+                   else "") or p.outbox.recovered
+               or (p.spill.broken or p.spill.note if p.spill is not None else ""))
     stats, pub, spec = p.stats, p.publisher, now.spec
     errors = stats.error_counts()
     errors["publish"] += pub.errors + pub.callback_errors
@@ -93,10 +96,14 @@ def snapshot_status(p: StatusParts, now: Moment) -> messages.StatusPayload:
         errors=errors, last_error=stats.last_error or pub.last_error or warning,
         events=stats.events, reconnects=max(0, pub.reconnects - 1),
         worker_restarts=p.slot.restarts, reload_nonce=now.reload_nonce,
+        commands_dropped=p.commands_dropped(),
         frames_seen=stats.seen, frames_gated=stats.gated, trigger=p.trigger,
         last_event_ts=round(stats.last_event_ts, 3), update=update,
         outbox=messages.OutboxStatus(pending=pending, bytes=size, fill=round(fill, 4),
                                      dropped=p.outbox.dropped, unstored=unstored,
+                                     lost=p.outbox.lost, lost_seq=(
+                                         list(p.outbox.lost_seq) if p.outbox.lost_seq
+                                         else None),
                                      warning=warning))
 
 

@@ -174,7 +174,12 @@ class Command:
 
 
 class CommandRunner(threading.Thread):
-    """Runs commands in arrival order off paho's thread; a bounded queue drops floods."""
+    """Runs commands in arrival order off paho's thread; a bounded queue drops floods.
+
+    A dropped command gets no reply, so each one is counted (`commands_dropped` in status)
+    and a burst is logged twice, not once per command: when dropping starts and, with its
+    total, when the queue has drained again.
+    """
 
     def __init__(self, controls: Controls, reply: Callable[[str, Reply], None],
                  on_error: Callable[[str], None] | None = None, size: int = 64):
@@ -184,13 +189,27 @@ class CommandRunner(threading.Thread):
         self.on_error = on_error
         self.queue: queue.Queue[Command | None] = queue.Queue(size)
         self.dropped = 0
+        self._burst_start = -1  # `dropped` when the current burst began (-1: none)
 
     def submit(self, name: str, payload: bytes) -> None:
         """Called on paho's thread: never blocks, never raises."""
         try:
             self.queue.put_nowait(Command(name, payload))
         except queue.Full:
+            if self._burst_start < 0:
+                self._burst_start = self.dropped
+                log.warning("command queue full (%d waiting): dropping commands (no reply) "
+                            "until it drains; send fewer commands at once",
+                            self.queue.maxsize)
             self.dropped += 1
+
+    def _burst_over(self) -> None:
+        """Log a finished burst of drops once, with its size (called with the queue empty)."""
+        start = self._burst_start
+        if start >= 0:
+            self._burst_start = -1
+            log.warning("command queue drained: %d command(s) were dropped in that burst "
+                        "(%d since start)", self.dropped - start, self.dropped)
 
     def run(self) -> None:
         while (cmd := self.queue.get()) is not None:
@@ -203,6 +222,8 @@ class CommandRunner(threading.Thread):
                     self.on_error(f"command {cmd.name} failed: {exc}")
             if reply is not None:
                 self.reply(cmd.name, reply)
+            if self.queue.empty():
+                self._burst_over()
 
     def handle(self, cmd: Command) -> Reply | None:
         handler = HANDLERS.get(cmd.name)

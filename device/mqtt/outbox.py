@@ -80,6 +80,7 @@ class Outbox:
             self.n, self.size = (int(v) for v in self.db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone())
             self.dropped = int(self._meta("dropped", "0"))
+            self._load_lost()
         except BaseException:
             self.db.close()
             raise
@@ -103,6 +104,7 @@ class Outbox:
                 self._set_meta(key, value, tx=False)
             self.db.execute("COMMIT")
         self.dropped = int(meta.get("dropped", "0"))
+        self._load_lost()
         lost = "its counts were recovered" if counts else "its counts could not be read"
         self.recovered = (f"outbox was corrupt ({reason}); set aside as {aside.name}, "
                           f"{lost}; unsent events in it are lost")
@@ -162,6 +164,38 @@ class Outbox:
                 raise
             self.n, self.size, self.dropped = n, size, dropped
             return int(cur.lastrowid)
+
+    def last_seq(self) -> int:
+        """The seq of the last event stored (0: none yet)."""
+        with self.lock:
+            return int(self._meta("event_seq", "0"))
+
+    def skip_seq(self, last: int) -> tuple[int, int] | None:
+        """Events decided but lost (see device/daemon/spill.py): skip their seq numbers up to
+        `last`, a gap consumers see, and count them (`lost`, `lost_seq`: survive restarts).
+        Returns the skipped (first, last), or None when the outbox is already past `last`."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                first = int(self._meta("event_seq", "0")) + 1
+                if last < first:
+                    self.db.execute("ROLLBACK")
+                    return None
+                lost = int(self._meta("lost", "0")) + last - first + 1
+                for key, value in (("event_seq", last), ("lost", lost),
+                                   ("lost_seq", f"{first}-{last}")):
+                    self._set_meta(key, str(value), tx=False)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            self.lost, self.lost_seq = lost, (first, last)
+            return first, last
+
+    def _load_lost(self) -> None:
+        self.lost = int(self._meta("lost", "0"))
+        first, _, last = self._meta("lost_seq", "").partition("-")
+        self.lost_seq = (int(first), int(last)) if last else None
 
     def _enforce_bounds(self, n: int, size: int) -> tuple[int, int, int]:
         dropped = self.dropped
@@ -249,7 +283,8 @@ def _salvage(path: Path) -> tuple[dict[str, int], dict[str, str]]:
     try:
         counts = {str(k): int(v) for k, v in db.execute("SELECT label, n FROM counts")}
         meta = {str(k): str(v) for k, v in db.execute(
-            "SELECT key, value FROM meta WHERE key IN ('counts_since', 'event_seq', 'dropped')")}
+            "SELECT key, value FROM meta WHERE key IN ('counts_since', 'event_seq', 'dropped', "
+            "'lost', 'lost_seq')")}
     except (sqlite3.Error, ValueError, TypeError):
         pass
     finally:

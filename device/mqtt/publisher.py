@@ -54,7 +54,7 @@ class Topics:
 class MqttPublisher:
     """Connects in the background and keeps reconnecting; publishes never block."""
 
-    def __init__(self, cfg: MqttConfig, device_id: str):
+    def __init__(self, cfg: MqttConfig, device_id: str, client_id: str = ""):
         self.cfg = cfg
         self.topics = Topics(cfg.topic_prefix, device_id)
         self.connected = threading.Event()
@@ -68,7 +68,8 @@ class MqttPublisher:
         self.on_puback: Callable[[int], None] | None = None
         self.on_command: Callable[[str, bytes], None] | None = None
         self._subscriptions: dict[str, Callable[[bytes], None]] = {}
-        self.client = make_client(cfg, cfg.client_id or f"coral-classifier-{device_id}",
+        client_id = client_id or cfg.client_id or f"coral-classifier-{device_id}"
+        self.client = make_client(cfg, client_id,
                                   will=(self.topics.availability, "offline"), logger=log)
         self._mqtt = __import__("paho.mqtt.client", fromlist=["Client"])
         g = self._guard
