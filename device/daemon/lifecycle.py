@@ -21,10 +21,9 @@ import cv2
 from device.cameras.base import Frame, FrameSource, create_frame_source
 from device.config import Config
 from device.daemon import status as status_mod
-from device.daemon.counts import CountsTopic
+from device.daemon.mqttside import build_mqtt
 from device.daemon.notify import Notifier
 from device.daemon.pipeline import END, CaptureThread, FrameBuffer, ResultThread, StageTimes
-from device.daemon.presence import Presence
 from device.daemon.reload import Reloader
 from device.daemon.results import ResultHandler
 from device.daemon.sinks import EventSink, Sink, make_sink
@@ -33,11 +32,7 @@ from device.daemon.spill import open_spill
 from device.daemon.stats import Stats
 from device.daemon.worker import LoadRequest, ModelSpec, WorkerDied
 from device.errors import CameraError, CoralError
-from device.mqtt.commands import CommandRunner
-from device.mqtt.identity import client_id
 from device.mqtt.outbox import Outbox
-from device.mqtt.publisher import MqttPublisher
-from device.mqtt.sender import EventSender
 from device.policy import DecisionEngine
 from device.triggers import create_trigger
 from device.web import attach as web_attach
@@ -87,23 +82,17 @@ class Daemon:
         self.source: FrameSource = create_frame_source(
             self.cfg.camera, (self.spec.width, self.spec.height), self.spec.resize)
         self.trigger = create_trigger(self.cfg.trigger, self.cfg.camera.roi)
-        self.publisher = MqttPublisher(self.cfg.mqtt, self.device_id, client_id(
-            self.cfg.mqtt.client_id, self.device_id, st.resolved_dir()))
-        self.topics = self.publisher.topics
-        self.sender = EventSender(self.outbox, self.publisher.publish_qos1,
-                                  self.publisher.connected)
-        self.counts = CountsTopic(self.outbox, self.publisher, self.topics["counts"],
-                                  {r.name for r in self.cfg.camera.roi})
-        self.publisher.on_connected += [self.sender.reconnected, self.publish_counts]
-        self.publisher.on_puback = self.sender.on_puback
-        self.commands = CommandRunner(self, self.publisher.reply,
-                                      lambda msg: self.stats.error("command", msg))
-        if self.cfg.mqtt.commands:
-            self.publisher.on_command = self.commands.submit
-        self.presence = Presence(
-            lambda topic, payload: self.publisher.publish(topic, payload, qos=1, retain=True),
-            self.topics.base)
-        self.publisher.on_connected.append(self.presence.republish)
+        mq = build_mqtt(self.cfg, self.device_id, self.outbox, self, self.stats)
+        self.publisher, self.topics, self.sender = mq.publisher, mq.topics, mq.sender
+        self.counts, self.commands, self.presence = mq.counts, mq.commands, mq.presence
+        self._wire_outputs()
+        self.sender.start()
+        self.commands.start()
+        self.publisher.start()
+
+    def _wire_outputs(self) -> None:
+        """The sink, status and extras, the results handler, the web page and recorder,
+        reloads and pull updates."""
         self.sink: Sink = make_sink(self.cfg, self.engine, self.outbox, self.sender,
                                     self.publisher, self.topics, self.counts.publish,
                                     self.stats, self.presence)
@@ -136,9 +125,6 @@ class Daemon:
                                self.publish_status, self.cfg.model.load_timeout + 30,
                                device_id=self.device_id)
         self.reloader.listeners.append(self.updater.reloaded)
-        self.sender.start()
-        self.commands.start()
-        self.publisher.start()
 
     # -- Controls (the command runner's view of the daemon) --------------------------------
     def publish_status(self) -> None:
