@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from device.cameras.base import Frame
+from device.config.web import CaptureConfig
 from device.daemon.capture import Recorder, check_label, doubtful_reason
 from device.web.frames import FrameStore
-from device.webconfig import CaptureConfig
 
 from .conftest import Recorder as MqttRecorder
 from .webutil import get_json, wait_until, web_daemon

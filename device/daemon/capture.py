@@ -26,8 +26,8 @@ from typing import Any
 import cv2
 
 from device import processing
+from device.config.web import CaptureConfig
 from device.decision import UNKNOWN
-from device.webconfig import CaptureConfig
 
 log = logging.getLogger(__name__)
 

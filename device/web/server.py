@@ -26,12 +26,12 @@ from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
 
+from device.config.web import WebConfig, is_loopback
 from device.web.auth import Authorizer
 from device.web.frames import FrameStore
 from device.web.live import LiveHub
 from device.web.pool import Conn, ConnectionPool
 from device.web.upload import UploadError, Uploads
-from device.webconfig import WebConfig, is_loopback
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,15 @@
-"""The `[web]` and `[capture]` config sections: the local web page and keeping frames for
-training (captures on command, doubtful frames automatically)."""
+"""The web page and frame capture sections."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from device.config.base import Section as _Section
 
 HASH_FORMAT = re.compile(r"^scrypt\$[0-9]+\$[0-9]+\$[0-9]+\$[0-9a-f]{16,}\$[0-9a-f]{32,}$")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def is_loopback(address: str) -> bool:

@@ -1,34 +1,14 @@
-"""Smaller config sections (metrics, Home Assistant, pull updates, log) and the MQTT
-topic-level rule they share with config.py. Part of the one validated config object
-(device/config.py imports them; nothing else should)."""
+"""The optional sections: metrics, Home Assistant, pull updates, logging."""
 
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# MQTT topic levels we write into: letters, digits and - _ . only. No '/' (a device id
-# with one would nest into another device's ACL subtree), no wildcards, no NUL, and no
-# leading '$' (brokers keep $-topics for themselves and drop clients' messages there).
-_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def _check_topic(name: str, value: str, levels: bool) -> None:
-    parts = value.split("/") if levels else [value]
-    if not all(_TOPIC_LEVEL.match(p) for p in parts):
-        what = "'/'-separated levels of " if levels else ""
-        raise ValueError(f"{name} {value!r} must be {what}letters, digits, '-', '_' or '.' "
-                         "(1-64 each): MQTT wildcards, '$', NUL, spaces and "
-                         + ("empty levels" if levels else "'/'") + " are not allowed")
-
+from device.config.base import Section as _Section
+from device.config.base import check_topic as _check_topic
 
 
 class MetricsConfig(_Section):
@@ -99,5 +79,3 @@ class UpdateConfig(_Section):
 
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
-
-
