@@ -27,8 +27,11 @@ SIZE = (48, 36)  # the grey copy compared (width, height): cheap, blind to senso
 
 
 def small_grey(image: np.ndarray) -> np.ndarray:
+    """A small grey copy at a fixed mean brightness: a camera's auto-exposure and the
+    light's drift scale the whole scene, which says nothing about what is in the slot."""
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-    return cv2.resize(grey, SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
+    small = cv2.resize(grey, SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
+    return small * np.float32(128.0 / max(float(small.mean()), 1.0))
 
 
 class EmptyScene:

@@ -10,6 +10,7 @@ for less than mqtt.max_disconnected).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -29,7 +30,7 @@ from device.daemon.results import ResultHandler
 from device.daemon.sinks import EventSink, Sink, make_sink
 from device.daemon.slot import ModelSlot
 from device.daemon.spill import open_spill
-from device.daemon.stats import Stats
+from device.daemon.stats import CameraFailures, Stats
 from device.daemon.worker import LoadRequest, ModelSpec, WorkerDied
 from device.errors import CameraError, CoralError
 from device.mqtt.outbox import Outbox
@@ -59,9 +60,9 @@ class Daemon:
         self.stats = Stats()
         self.times = StageTimes()
         self.state = "starting"
-        self.buffer: FrameBuffer | None = None
         self.last_frame: Frame | None = None
         self.metrics = None
+        self.closing = contextlib.ExitStack()  # what setup opened, closed at the stop
         self.engine = DecisionEngine(cfg.decision, cfg.camera.roi)
 
     # -- setup ---------------------------------------------------------------------------
@@ -71,9 +72,7 @@ class Daemon:
         cv2.setNumThreads(1)
         m = self.cfg.model
         self.slot = ModelSlot(LoadRequest.from_config(m), m.inference_timeout, m.load_timeout)
-        spec = self.slot.start()  # loads and self-tests in the worker
-        log.info("model %s v%s (sha256 %s…) on %s via %s", spec.name, spec.version,
-                 spec.sha256[:12], spec.backend, spec.runtime)
+        self.slot.start()  # loads and self-tests the model in the worker
         st = self.cfg.state
         self.outbox = Outbox(st.resolved_dir() / f"outbox-{self.device_id}.sqlite",
                              st.outbox_max_events, st.outbox_max_bytes)
@@ -82,6 +81,12 @@ class Daemon:
         self.source: FrameSource = create_frame_source(
             self.cfg.camera, (self.spec.width, self.spec.height), self.spec.resize)
         self.trigger = create_trigger(self.cfg.trigger, self.cfg.camera.roi)
+        for part in (self.slot, self.outbox, self.spill, self.source, self.trigger):
+            if part is not None:  # closed at the stop, last opened first
+                self.closing.callback(part.close)
+        self.buffer = FrameBuffer(size=2 * max(1, len(self.cfg.camera.roi)),
+                                  drop_oldest=getattr(self.source, "live", True),
+                                  on_drop=self.slot.give_frame)
         mq = build_mqtt(self.cfg, self.device_id, self.outbox, self, self.stats)
         self.publisher, self.topics, self.sender = mq.publisher, mq.topics, mq.sender
         self.counts, self.commands, self.presence = mq.counts, mq.commands, mq.presence
@@ -110,9 +115,12 @@ class Daemon:
         self.results = ResultThread(self.handler, tick=self.sink.tick)
         self.wiring = web_attach.Wiring(
             self.cfg, self.device_id, self.handler, getattr(self.sink, "on_event", None),
-            self.publisher.connected.is_set, self._inject, self.outbox.counts_snapshot,
+            self.publisher.connected.is_set, self.buffer.put, self.outbox.counts_snapshot,
             self.status, lambda: self.spec, self.paused.is_set, self.stats.error)
         self.recorder, self.web = web_attach.attach(self.wiring)  # [capture], [web]
+        self.closing.callback(web_attach.close, self.web, self.recorder)
+        if self.metrics is not None:
+            self.closing.callback(self.metrics.close)
         from device.daemon.update import Updater, read_deploy_nonce
 
         self.reloader = Reloader(self.cfg.model, self.slot, self.stats, self.notifier,
@@ -137,9 +145,6 @@ class Daemon:
     def reset_counts(self) -> dict[str, Any]:
         return self.counts.reset()
 
-    def publish_counts(self) -> None:
-        self.counts.publish()
-
     @property
     def spec(self) -> ModelSpec:
         """The model serving now (the slot's; a reload or a worker restart changes it)."""
@@ -155,14 +160,6 @@ class Daemon:
     def capture(self, label: str, frames: int, every: float) -> dict[str, Any]:
         return web_attach.start_capture(self.wiring, self.recorder, label, frames, every)
 
-    def _inject(self, frame: Frame) -> None:
-        """A web upload into the frame loop, on its own origin (never a camera frame)."""
-        if self.buffer is None:
-            from device.web.upload import UploadError
-
-            raise UploadError(503, "the daemon is still starting")
-        self.buffer.put(frame)
-
     def snapshot(self, quality: int) -> dict[str, Any]:
         return status_mod.snapshot(self.last_frame, quality, self.publisher,
                                    self.topics["snapshot"])
@@ -171,7 +168,7 @@ class Daemon:
         updating = self.updater is not None and self.updater.state["state"] != "idle"
         state = "paused" if self.paused.is_set() and self.state == "running" else self.state
         return status_mod.snapshot_status(self.status_parts, status_mod.Moment(
-            state, self.spec, self.buffer.dropped if self.buffer else 0,
+            state, self.spec, self.buffer.dropped,
             self.reloader.nonce if self.reloader else "",
             self.updater.status() if updating else None))
 
@@ -179,15 +176,12 @@ class Daemon:
     def run(self) -> int:
         """Run until stopped; returns the process exit code."""
         self.state = "running"
-        live = getattr(self.source, "live", True)
-        rois = self.cfg.camera.roi
-        self.buffer = FrameBuffer(size=2 * max(1, len(rois)), drop_oldest=live,
-                                  on_drop=self.slot.give_frame)
         # a replay is decided frame by frame: back-pressure instead of dropping results
-        self.results.buffer.drop_oldest = live
+        self.results.buffer.drop_oldest = self.buffer.drop_oldest
         capture = CaptureThread(self.source, self.buffer, self.stop_event,
                                 prepare=self.slot.prepare, shape=lambda: self.slot.shape,
-                                pool=self.slot, rois=rois, trigger=self.trigger)
+                                pool=self.slot, rois=self.cfg.camera.roi,
+                                trigger=self.trigger)
         capture.start()
         self.results.start()
         self.notifier.ready(f"classifying with {self.spec.name} on {self.spec.backend}")
@@ -209,7 +203,8 @@ class Daemon:
     def _loop(self) -> int:
         """The frame loop: frames to the worker (two in flight), results back."""
         next_status = time.monotonic() + self.cfg.mqtt.status_interval
-        camera_failures = inference_failures = 0
+        camera = CameraFailures(MAX_CAMERA_FAILURES)
+        inference_failures = 0
         while not self.stop_event.is_set():
             if self.reloader.event.is_set():
                 self.reloader.run(self.results.put, self._worker_died)
@@ -229,15 +224,12 @@ class Daemon:
                     log.info("frame source ended")
                     return 0
                 if isinstance(got, CameraError):
-                    camera_failures += 1
                     self.stats.error("camera", str(got))
-                    if camera_failures >= MAX_CAMERA_FAILURES:
-                        log.error("camera failed %d times in a row; exiting for a restart",
-                                  camera_failures)
+                    if camera.failed():
                         return CameraError.exit_code
-                    self.stop_event.wait(min(8.0, 0.25 * 2 ** camera_failures))
+                    self.stop_event.wait(camera.backoff)
                 elif got is not None:
-                    camera_failures = 0
+                    camera.count = 0
                     self.stats.seen_frame(got)
                     if got.roi_index == 0 and got.from_camera:
                         self.last_frame = got
@@ -295,16 +287,10 @@ class Daemon:
             self.publisher.close("stopped")
         finally:
             self.sender.join(5)
-            if self.metrics is not None:
-                self.metrics.close()
-            self.outbox.close()
-            if self.spill is not None:
-                self.spill.close()
-            self.source.close()
-            self.trigger.close()
-            web_attach.close(self.web, self.recorder)
-            self.slot.close()
-            self.notifier.close()
+            try:
+                self.closing.close()
+            finally:
+                self.notifier.close()
             log.info("stopped after %d frames, %d events", self.stats.frames, self.stats.events)
 
     def request_stop(self, signum: int | None = None, _frame=None) -> None:

@@ -133,6 +133,8 @@ class ModelSlot:
             self.request = dataclasses.replace(self.request, backend="cpu")
             self.worker.start()
             spec = self.worker.load(self.request)
+        log.info("model %s v%s (sha256 %s…) on %s via %s", spec.name, spec.version,
+                 spec.sha256[:12], spec.backend, spec.runtime)
         return self._install(spec)
 
     def _install(self, spec: ModelSpec) -> ModelSpec:

@@ -68,3 +68,23 @@ class Stats:
     def error_counts(self) -> dict[str, int]:
         with self.lock:
             return dict(self.errors)
+
+
+class CameraFailures:
+    """Consecutive camera errors: back off between retries (0.5 s doubling up to 8 s), and
+    give up after `limit` in a row so systemd restarts the daemon with a fresh camera."""
+
+    def __init__(self, limit: int):
+        self.limit, self.count = limit, 0
+
+    @property
+    def backoff(self) -> float:
+        return min(8.0, 0.25 * 2 ** self.count)
+
+    def failed(self) -> bool:
+        """Count one; True when that was one too many."""
+        self.count += 1
+        if self.count >= self.limit:
+            log.error("camera failed %d times in a row; exiting for a restart", self.count)
+            return True
+        return False

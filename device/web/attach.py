@@ -35,7 +35,7 @@ class Wiring:
     results: ResultHandler  # taps and the upload path
     on_event: list[Callable[[Any], None]] | None  # the event sink's listeners (event mode)
     connected: Callable[[], bool]  # the MQTT session is up
-    inject: Callable[[Frame], None]  # an upload into the frame loop (raises when starting)
+    inject: Callable[[Frame], None]  # an upload into the frame loop
     counts: Callable[[], tuple[dict[str, int], float]]
     status: Callable[[], StatusPayload]
     spec: Callable[[], ModelSpec]
