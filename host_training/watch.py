@@ -10,7 +10,11 @@ import threading
 import time
 from typing import Any
 
+from pydantic import ValidationError
+
 from device.errors import CoralError
+from device.messages import ReplyPayload, StatusPayload
+from device.mqtt.topics import Topics
 
 log = logging.getLogger("host_training.deploy")
 
@@ -43,15 +47,15 @@ class DeviceWatch:
         except ConfigError as exc:
             raise WatchError(str(exc)) from None
         host, port = cfg.host, cfg.port
-        self.base = f"{prefix or cfg.topic_prefix}/{device_id}"
+        self.topics = Topics(prefix or cfg.topic_prefix, device_id)
+        self.base = self.topics.base
         self.device_id = device_id
         self.status: dict[str, Any] = {}
         self.replies: list[tuple[str, dict[str, Any]]] = []
         self.changed = threading.Condition()
         self.subscribed = threading.Event()
         self.client = make_client(cfg, f"coral-deploy-{device_id}-{os.getpid()}")
-        topics = [(f"{self.base}/status", 1)] + [(f"{self.base}/cmd/{c}/reply", 1)
-                                                   for c in commands]
+        topics = [(self.topics.status, 1)] + [(self.topics.reply(c), 1) for c in commands]
         refused: list[str] = []
 
         def on_connect(client, userdata, flags, rc, props) -> None:
@@ -84,22 +88,25 @@ class DeviceWatch:
                              "(CONFIG=... for make), and check the broker's ACL")
 
     def _on_message(self, client, userdata, msg) -> None:
+        """Status and replies parsed with the device's own payload models (kept as dicts
+        for the waiters); what does not fit them is ignored."""
         try:
-            data = json.loads(msg.payload)
-        except ValueError:
+            if msg.topic == self.topics.status:
+                parsed = StatusPayload.model_validate_json(msg.payload)
+            else:
+                parsed = ReplyPayload.model_validate_json(msg.payload)
+        except ValidationError:
             return
-        if not isinstance(data, dict):
-            return
+        data = parsed.model_dump(mode="json")
         with self.changed:
-            if msg.topic.endswith("/status"):
+            if msg.topic == self.topics.status:
                 self.status = data
             else:
-                name = msg.topic[len(self.base) + len("/cmd/"):].removesuffix("/reply")
-                self.replies.append((name, data))
+                self.replies.append((self.topics.command_of_reply(msg.topic), data))
             self.changed.notify_all()
 
     def command(self, name: str, payload: dict[str, Any]) -> None:
-        info = self.client.publish(f"{self.base}/cmd/{name}", json.dumps(payload), qos=1)
+        info = self.client.publish(self.topics.command(name), json.dumps(payload), qos=1)
         info.wait_for_publish(10)
 
     def wait(self, predicate, timeout: float):

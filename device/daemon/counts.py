@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from device.daemon.status import split_counts
+from device.messages import CountsPayload, ReplyPayload
 from device.mqtt.outbox import Outbox
 from device.mqtt.publisher import Publisher
 
@@ -29,9 +30,9 @@ class CountsTopic:
         with self.lock:  # no event's counts can be published between the two
             counts, since = self.outbox.reset_counts()
             self._publish(counts, since)
-        return {"ok": True, "counts": counts}
+        return ReplyPayload(ok=True, counts=counts).model_dump(exclude_none=True)
 
     def _publish(self, counts: dict[str, int], since: float) -> None:
-        self.publisher.publish(self.topic, {
-            "ts": round(time.time(), 3), "since": round(since, 3),
-            **split_counts(counts, self.rois)}, qos=1, retain=True)
+        self.publisher.publish(self.topic, CountsPayload(
+            ts=round(time.time(), 3), since=round(since, 3), **split_counts(counts, self.rois)),
+            qos=1, retain=True)

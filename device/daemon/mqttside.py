@@ -13,8 +13,9 @@ from device.daemon.stats import Stats
 from device.mqtt.commands import CommandRunner, Controls
 from device.mqtt.identity import client_id
 from device.mqtt.outbox import Outbox
-from device.mqtt.publisher import MqttPublisher, Topics
+from device.mqtt.publisher import MqttPublisher
 from device.mqtt.sender import EventSender
+from device.mqtt.topics import Topics
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from device.mqtt.publisher import state_topic
+from device.messages import StatePayload
+from device.mqtt.topics import state_topic
 from device.openset import Verdict
 
 EMPTY = "empty"
 
 
 class Presence:
-    def __init__(self, publish: Callable[[str, dict], None], base: str,
+    def __init__(self, publish: Callable[[str, StatePayload], None], base: str,
                  background: tuple[str, ...] = ()):
         self.publish = publish
         self.base = base
@@ -32,8 +33,7 @@ class Presence:
             return
         since = round(ts if ts is not None else time.time(), 3)
         self.states[roi] = (state, since)
-        self.publish(state_topic(self.base, roi), {
-            "state": state, "present": state != EMPTY, "since": since, "roi": roi})
+        self.publish(state_topic(self.base, roi), _payload(state, since, roi))
 
     def from_verdict(self, roi: str, verdict: Verdict, ts: float) -> None:
         """Stream mode: the frame's verdict."""
@@ -47,5 +47,8 @@ class Presence:
     def republish(self) -> None:
         """After a reconnect with a clean session: the retained states again."""
         for roi, (state, since) in list(self.states.items()):
-            self.publish(state_topic(self.base, roi), {
-                "state": state, "present": state != EMPTY, "since": since, "roi": roi})
+            self.publish(state_topic(self.base, roi), _payload(state, since, roi))
+
+
+def _payload(state: str, since: float, roi: str) -> StatePayload:
+    return StatePayload(state=state, present=state != EMPTY, since=since, roi=roi)

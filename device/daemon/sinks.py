@@ -27,8 +27,9 @@ from device.daemon.worker import ModelSpec
 from device.decision import Decider, Event, Voting
 from device.inference import Classification
 from device.mqtt.outbox import Outbox
-from device.mqtt.publisher import Publisher, Topics
+from device.mqtt.publisher import Publisher
 from device.mqtt.sender import EventSender
+from device.mqtt.topics import Topics
 from device.openset import Verdict
 from device.policy import DecisionEngine
 

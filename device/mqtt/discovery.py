@@ -22,7 +22,8 @@ from typing import Any
 
 from device.decision import REFUSED_PREFIX
 from device.messages import StatusPayload
-from device.mqtt.publisher import Publisher, state_topic
+from device.mqtt.publisher import Publisher
+from device.mqtt.topics import state_topic
 
 log = logging.getLogger(__name__)
 

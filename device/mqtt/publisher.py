@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from device import messages
 from device.config import MqttConfig
 from device.mqtt.client import diagnose_connection, guarded, make_client
+from device.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +32,6 @@ class Publisher(Protocol):
                 qos: int = 0, retain: bool = False) -> None: ...
 
     def close(self, state: str = "stopped") -> None: ...
-
-
-def state_topic(base: str, roi: str) -> str:
-    """A region's retained state topic (the scene's without regions)."""
-    return f"{base}/roi/{roi}/state" if roi else f"{base}/state"
-
-
-class Topics:
-    def __init__(self, prefix: str, device_id: str):
-        self.device_id = device_id
-        self.base = f"{prefix}/{device_id}"
-        self.availability = f"{self.base}/availability"
-        self.status = f"{self.base}/status"
-        self.result = f"{self.base}/result"
-        self.cmd = f"{self.base}/cmd/"
-
-    def __getitem__(self, name: str) -> str:
-        return f"{self.base}/{name}"
 
 
 class MqttPublisher:

@@ -8,10 +8,13 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+
+from pydantic import ValidationError
 
 from device.config import MqttConfig
 from device.errors import BrokerError, ConfigError
+from device.messages import StatusPayload
+from device.mqtt.topics import device_and_kind, fleet_filters
 
 
 class FleetError(BrokerError):
@@ -53,11 +56,10 @@ def collect(cfg: MqttConfig, prefix: str = "coral-classifier", settle: float = 1
             failed.append(str(rc))
             subscribed.set()
             return
-        client.subscribe([(f"{prefix}/+/availability", 1), (f"{prefix}/+/status", 1)])
+        client.subscribe([(f, 1) for f in fleet_filters(prefix)])
 
     def on_message(client, userdata, msg) -> None:
-        parts = msg.topic.split("/")
-        device_id, kind = parts[-2], parts[-1]
+        device_id, kind = device_and_kind(msg.topic)
         with lock:
             d = devices.setdefault(device_id, Device(device_id))
             last[0] = time.monotonic()
@@ -65,9 +67,9 @@ def collect(cfg: MqttConfig, prefix: str = "coral-classifier", settle: float = 1
                 d.availability = msg.payload.decode(errors="replace")[:20]
             elif kind == "status":
                 try:
-                    _apply(d, json.loads(msg.payload))
-                except (ValueError, TypeError, AttributeError):
-                    d.last_error = "status is not valid JSON"
+                    _apply(d, StatusPayload.model_validate_json(msg.payload))
+                except ValidationError as exc:
+                    d.last_error = f"status does not fit its schema: {_first_error(exc)}"
 
     client = make_client(cfg, f"coral-fleet-{time.monotonic_ns() % 10**9}")
     client.on_connect = guarded(on_connect)
@@ -94,20 +96,19 @@ def collect(cfg: MqttConfig, prefix: str = "coral-classifier", settle: float = 1
         return sorted(devices.values(), key=lambda d: d.id)
 
 
-def _apply(d: Device, s: dict[str, Any]) -> None:
-    model = s.get("model") or {}
-    d.state = str(s.get("state", ""))
-    d.model, d.version = str(model.get("name", "")), str(model.get("version", ""))
-    d.sha256 = str(model.get("sha256", ""))
-    d.backend = str(s.get("backend", ""))
-    d.fps = float(s.get("fps", 0.0))
-    d.last_event = float(s.get("last_event_ts", 0.0) or 0.0)
-    d.error_counts = {str(k): int(v) for k, v in (s.get("errors") or {}).items()}
+def _apply(d: Device, s: StatusPayload) -> None:
+    d.state = s.state
+    d.model, d.version, d.sha256 = s.model.name, s.model.version, s.model.sha256
+    d.backend, d.fps, d.last_event = s.backend, s.fps, s.last_event_ts
+    d.error_counts = dict(s.errors)
     d.errors = sum(d.error_counts.values())
-    d.last_error = str(s.get("last_error", ""))
-    d.status_ts = float(s.get("ts", 0.0))
-    upd = s.get("update") or {}
-    d.update = f"{upd.get('state', '')} {upd.get('version', '')}".strip() if upd else ""
+    d.last_error, d.status_ts = s.last_error, s.ts
+    d.update = f"{s.update.state} {s.update.version}".strip() if s.update else ""
+
+
+def _first_error(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}"
 
 
 def _when(ts: float, now: float) -> str:
