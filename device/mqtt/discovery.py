@@ -69,23 +69,40 @@ def discovery_configs(status: StatusPayload, base: str, labels: Labels, prefix: 
         web_url: the device's web page (the device's `configuration_url`), "" = none.
     """
     node = f"coral_classifier_{_slug(status.device_id)}"
-    device = {"identifiers": [node], "name": f"coral-classifier {status.device_id}",
-              "manufacturer": "coral-classifier", "model": status.model.name,
-              "sw_version": status.software}
-    if web_url:
-        device["configuration_url"] = web_url
-    common = {"device": device, "origin": {"name": "coral-classifier",
-                                           "sw_version": status.software,
-                                           "support_url": SUPPORT_URL},
-              "availability": [{"topic": f"{base}/availability",
-                                "value_template": "{{ 'online' if value == 'online' "
-                                                  "else 'offline' }}"}]}
+    common = _common(status, base, node, web_url)
+    configs: dict[str, dict[str, Any]] = {}
 
     def add(component: str, obj: str, name: str, **keys: Any) -> None:
         configs[f"{prefix}/{component}/{node}/{obj}/config"] = {
             **common, "name": name, "unique_id": f"{node}_{obj}", **keys}
 
-    configs: dict[str, dict[str, Any]] = {}
+    # the order is the order they are published in
+    _readings(add, base, mode)
+    _counters(add, base, labels)
+    _health(add, base)
+    _regions(add, base, rois)
+    _outputs(add, base, labels)
+    _controls(add, base)
+    return configs
+
+
+def _common(status: StatusPayload, base: str, node: str, web_url: str) -> dict[str, Any]:
+    """The keys every entity shares: its device, the origin and the availability topic."""
+    device = {"identifiers": [node], "name": f"coral-classifier {status.device_id}",
+              "manufacturer": "coral-classifier", "model": status.model.name,
+              "sw_version": status.software}
+    if web_url:
+        device["configuration_url"] = web_url
+    return {"device": device, "origin": {"name": "coral-classifier",
+                                         "sw_version": status.software,
+                                         "support_url": SUPPORT_URL},
+            "availability": [{"topic": f"{base}/availability",
+                              "value_template": "{{ 'online' if value == 'online' "
+                                                "else 'offline' }}"}]}
+
+
+def _readings(add, base: str, mode: str) -> None:
+    """The last result (from events or from per-frame results) and the frame rate."""
     # event mode never publishes `result`, stream mode never an `event`
     if mode == "event":
         add("sensor", "last_result", "Last result", state_topic=f"{base}/event",
@@ -98,30 +115,6 @@ def discovery_configs(status: StatusPayload, base: str, labels: Labels, prefix: 
     add("sensor", "fps", "Frames per second", state_topic=f"{base}/status",
         value_template="{{ value_json.fps }}", unit_of_measurement="fps",
         state_class="measurement", entity_category="diagnostic", icon="mdi:speedometer")
-    _counters(add, base, labels)
-    _health(add, base)
-    _regions(add, base, rois)
-    types = [*labels.accepted, REFUSED, UNKNOWN]
-    add("event", "decision", "Decision", state_topic=f"{base}/event", event_types=types,
-        icon="mdi:cash-check",
-        value_template=VERDICT + "{{ {'event_type': value_json.label if v == 'accepted' "
-        "else v, 'verdict': v, 'label': value_json.label, 'reason': value_json.reason | "
-        "default(''), 'roi': value_json.roi, 'score': value_json.score, "
-        "'seq': value_json.seq} | to_json }}")
-    add("image", "snapshot", "Snapshot", image_topic=f"{base}/snapshot",
-        content_type="image/jpeg")
-    # one switch with the state instead of two stateless buttons; cmd/pause and cmd/resume
-    # still work for everything else
-    add("switch", "paused", "Paused", command_topic=f"{base}/cmd/paused",
-        payload_on='{"paused": true}', payload_off='{"paused": false}',
-        state_topic=f"{base}/status", state_on="ON", state_off="OFF",
-        value_template="{{ 'ON' if value_json.state == 'paused' else 'OFF' }}",
-        icon="mdi:pause-circle")
-    add("button", "reset_counts", "Reset counts", command_topic=f"{base}/cmd/reset_counts",
-        payload_press="{}", entity_category="config", icon="mdi:counter")
-    add("button", "take_snapshot", "Take snapshot", command_topic=f"{base}/cmd/snapshot",
-        payload_press="{}", entity_category="diagnostic", icon="mdi:camera")
-    return configs
 
 
 def _counters(add, base: str, labels: Labels) -> None:
@@ -170,6 +163,35 @@ def _regions(add, base: str, rois: Sequence[str]) -> None:
         add("binary_sensor", f"{obj}_present", f"Object present{what}", state_topic=topic,
             device_class="occupancy",
             value_template="{{ 'ON' if value_json.present else 'OFF' }}")
+
+
+def _outputs(add, base: str, labels: Labels) -> None:
+    """The decision event entity (one type per accepted note, refused, unknown) and the
+    snapshot image."""
+    types = [*labels.accepted, REFUSED, UNKNOWN]
+    add("event", "decision", "Decision", state_topic=f"{base}/event", event_types=types,
+        icon="mdi:cash-check",
+        value_template=VERDICT + "{{ {'event_type': value_json.label if v == 'accepted' "
+        "else v, 'verdict': v, 'label': value_json.label, 'reason': value_json.reason | "
+        "default(''), 'roi': value_json.roi, 'score': value_json.score, "
+        "'seq': value_json.seq} | to_json }}")
+    add("image", "snapshot", "Snapshot", image_topic=f"{base}/snapshot",
+        content_type="image/jpeg")
+
+
+def _controls(add, base: str) -> None:
+    """What Home Assistant can do: pause, reset the counts, take a snapshot."""
+    # one switch with the state instead of two stateless buttons; cmd/pause and cmd/resume
+    # still work for everything else
+    add("switch", "paused", "Paused", command_topic=f"{base}/cmd/paused",
+        payload_on='{"paused": true}', payload_off='{"paused": false}',
+        state_topic=f"{base}/status", state_on="ON", state_off="OFF",
+        value_template="{{ 'ON' if value_json.state == 'paused' else 'OFF' }}",
+        icon="mdi:pause-circle")
+    add("button", "reset_counts", "Reset counts", command_topic=f"{base}/cmd/reset_counts",
+        payload_press="{}", entity_category="config", icon="mdi:counter")
+    add("button", "take_snapshot", "Take snapshot", command_topic=f"{base}/cmd/snapshot",
+        payload_press="{}", entity_category="diagnostic", icon="mdi:camera")
 
 
 def publish_discovery(publisher: Publisher, status: StatusPayload, base: str,

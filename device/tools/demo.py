@@ -137,7 +137,7 @@ def print_messages(port: int, prefix: str):
     return client
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(ROOT / "compiled_models" / "demo-notes"))
     ap.add_argument("--source", default="", help="replay folder (default: generated notes)")
@@ -150,21 +150,25 @@ def main(argv: list[str] | None = None) -> int:
                     "instead of synthetic notes, e.g. demo/banknotes-vnd")
     ap.add_argument("--web_port", "--web-port", dest="web_port", type=int, default=-1,
                     help="the web page's port (default: a free one; 0 = no web page)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return ap.parse_args(argv)
 
-    work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
+
+def replay_source(args: argparse.Namespace, work: Path) -> Path:
+    """The folder the replay camera reads: --photos, --source, or generated notes."""
     source = Path(args.source) if args.source else work / "replay"
     if args.photos:
         source = work / "replay-photos"
         photo_replay(source, Path(args.photos))
     elif not args.source:
         make_replay(source)
-    web_port = free_port() if args.web_port < 0 else args.web_port
+    return source
+
+
+def write_config(args: argparse.Namespace, work: Path, source: Path, port: int,
+                 web_port: int) -> Path:
+    """The daemon's config: replay camera, CPU backend, the private broker, the web page."""
     web = (f'[web]\nenabled = true\nport = {web_port}\n'
            '[capture]\nkeep_doubtful = true\n') if web_port else ""
-    broker, port = start_broker(work)
     config = work / "demo.toml"
     config.write_text(
         f'[camera]\ntype = "replay"\nsource = "{source}"\nfps = {args.fps}\nloop = true\n'
@@ -175,38 +179,69 @@ def main(argv: list[str] | None = None) -> int:
         # the synthetic bundle has an "empty" class; real photos: the bundle's own rule
         + ('' if args.photos else 'background_labels = ["empty"]\n')
         + f'[state]\ndir = "{work / "state"}"\n' + web)
+    return config
+
+
+def announce(port: int, config: Path, web_port: int) -> None:
     print(f"broker on 127.0.0.1:{port}; config {config}; Ctrl-C stops", flush=True)
     print(f"watch the raw topics yourself: mosquitto_sub -h 127.0.0.1 -p {port} "
           f"-t 'coral-classifier/demo/#' -v", flush=True)
     if web_port:
         print(f"web page on http://127.0.0.1:{web_port}/ (live view, events, status; "
               f"/upload classifies a photo, /label labels kept frames)", flush=True)
+
+
+def wait_daemon(daemon: subprocess.Popen, seconds: float) -> int:
+    """Until the daemon exits (its exit code) or `seconds` pass (0: until Ctrl-C)."""
+    deadline = time.monotonic() + seconds if seconds else None
+    while daemon.poll() is None and (deadline is None or time.monotonic() < deadline):
+        time.sleep(0.2)
+    return daemon.returncode if daemon.poll() is not None else 0
+
+
+def stop(daemon: subprocess.Popen, sub, broker: subprocess.Popen, rc: int) -> int:
+    """The daemon first (SIGTERM, killed after 15 s), then the printer, the broker last."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip this
+    if daemon.poll() is None:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            rc = daemon.wait(15)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            rc = 1
+    time.sleep(0.3)  # let the last messages (stopped) print
+    sub.loop_stop()
+    sub.disconnect()
+    broker.terminate()
+    broker.wait(5)
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The demo: replay, broker, config, the message printer, the daemon until stopped."""
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    source = replay_source(args, work)
+    web_port = free_port() if args.web_port < 0 else args.web_port
+    broker, port = start_broker(work)
+    config = write_config(args, work, source, port, web_port)
+    announce(port, config, web_port)
     sub = print_messages(port, "coral-classifier/demo/")
     daemon = subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(config)],
                               cwd=ROOT, start_new_session=True)
     rc = 0
     try:
-        deadline = time.monotonic() + args.seconds if args.seconds else None
-        while daemon.poll() is None and (deadline is None or time.monotonic() < deadline):
-            time.sleep(0.2)
-        if daemon.poll() is not None:
-            rc = daemon.returncode
+        rc = wait_daemon(daemon, args.seconds)
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip this
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                rc = daemon.wait(15)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                rc = 1
-        time.sleep(0.3)  # let the last messages (stopped) print
-        sub.loop_stop()
-        sub.disconnect()
-        broker.terminate()
-        broker.wait(5)
+        rc = stop(daemon, sub, broker, rc)
     print(f"demo finished (daemon exit code {rc})"
           + (f"; frames kept for labelling are in {work / 'state'}" if web_port else ""),
           flush=True)

@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from importlib import resources
 from typing import Any
 
 from device.config.web import WebConfig, is_loopback
+from device.web import stream
 from device.web.auth import Authorizer
 from device.web.frames import FrameStore
 from device.web.live import LiveHub
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 PAGES = {"/": "live.html", "/upload": "upload.html", "/label": "label.html"}
 STATIC = {"app.css": "text/css", "app.js": "text/javascript"}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
-BOUNDARY = "coralframe"
 MAX_JSON = 64 * 1024
 
 
@@ -171,47 +170,21 @@ class Handler(BaseHTTPRequestHandler):
 
     def _stream(self) -> None:
         """MJPEG: the pipeline's newest frame, drawn, at most stream_fps a second."""
-        hub, gap = self.server.backend.hub, 1.0 / self.server.cfg.stream_fps
-        with self.server.lock:
-            full = self.server.streams >= self.server.cfg.max_streams
-            self.server.streams += 0 if full else 1
-        if full:
+        web = self.server
+        if not web.streams.take():
             return self._error(503, "too many live views open (web.max_streams = "
-                               f"{self.server.cfg.max_streams})", 5)
-        self.server.pool.unlimit(self.conn)
+                               f"{web.cfg.max_streams})", 5)
+        web.pool.unlimit(self.conn)
         try:
-            self._stream_frames(hub, gap)
+            self.send_response(200)
+            for key, value in stream.HEADERS.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.close_connection = True
+            stream.write_frames(self.wfile, web.backend.hub, 1.0 / web.cfg.stream_fps,
+                                web.stopping)
         finally:
-            with self.server.lock:
-                self.server.streams -= 1
-
-    def _stream_frames(self, hub: LiveHub, gap: float) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        hub.watch(+1)
-        seq, last = None, 0.0
-        try:
-            while not self.server.stopping.is_set():
-                latest = hub.wait_newer(seq, 1.0)
-                if latest is None:
-                    continue
-                jpg = hub.jpeg(latest)
-                seq = latest.frame.seq
-                self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                                 f"Content-Length: {len(jpg)}\r\n\r\n".encode() + jpg + b"\r\n")
-                self.wfile.flush()
-                wait = last + gap - time.monotonic()
-                if wait > 0:
-                    self.server.stopping.wait(wait)
-                last = time.monotonic()
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            pass  # the viewer went away
-        finally:
-            hub.watch(-1)
+            web.streams.give()
 
     # -- POST ------------------------------------------------------------------------------
     def do_POST(self) -> None:
@@ -273,8 +246,7 @@ class WebServer:
                                cfg.login_free_failures, cfg.login_max_backoff)
         self.loopback = is_loopback(cfg.address)
         self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.streams = 0
+        self.streams = stream.StreamSlots(cfg.max_streams)
         self.pool = ConnectionPool(
             cfg.address, cfg.port, lambda conn: Handler(conn, self),
             max_connections=cfg.max_connections, workers=cfg.workers,
