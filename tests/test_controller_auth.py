@@ -39,7 +39,9 @@ def device(tmp_path: Path, b, daemon_factory):
         mqtt={"host": "127.0.0.1", "port": b.port, "device_id": "vend-7",
               "username": "vend-7", "password_file": str(b.dir / "pw7"), "tls": True,
               "ca_file": str(b.dir / "ca.crt"), "status_interval": 0.5},
-        update={"allowed_schemes": ["http"]}, state={"dir": str(tmp_path / "state")})
+        # unsigned: this test is about the controller's credentials, not about signing
+        update={"allowed_schemes": ["http"], "allow_unsigned": True},
+        state={"dir": str(tmp_path / "state")})
     return root, daemon_factory(cfg)
 
 

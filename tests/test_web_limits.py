@@ -341,7 +341,7 @@ def test_one_upload_at_a_time(tmp_path, broker, daemon_factory):
 
 def test_image_size_reads_headers_only():
     img = np.zeros((37, 53, 3), np.uint8)
-    for ext, kind in ((".png", "PNG"), (".jpg", "JPEG"), (".webp", "WebP")):
+    for ext, kind in ((".png", "PNG"), (".jpg", "JPEG"), (".webp", "WebP"), (".bmp", "BMP")):
         data = cv2.imencode(ext, img)[1].tobytes()
         assert image_size(data) == (kind, 53, 37), ext
     lossless = cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes()

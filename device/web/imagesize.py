@@ -2,8 +2,8 @@
 
 Why: a 249 kB PNG of 16,000 x 16,000 pixels decodes to 768 MB (1.5 GB of RSS with the
 decoder's buffers); compression hides the size until the decoder has allocated it. The
-header says it in a few bytes. Only JPEG, PNG and WebP are read (what the upload page
-offers); anything else is refused rather than handed to a decoder unchecked. Plain byte
+header says it in a few bytes. Only JPEG, PNG, WebP and BMP are read (what the upload
+page offers and cameras save); anything else is refused rather than handed to a decoder unchecked. Plain byte
 parsing, because Pillow is not a device dependency.
 """
 
@@ -16,7 +16,8 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 
 
 def image_size(data: bytes) -> tuple[str, int, int] | None:
-    """(format, width, height) from the header of a JPEG, PNG or WebP file, else None."""
+    """(format, width, height) from the header of a JPEG, PNG, WebP or BMP file, else
+    None."""
     if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
         w, h = struct.unpack(">II", data[16:24])
         return "PNG", w, h
@@ -24,6 +25,10 @@ def image_size(data: bytes) -> tuple[str, int, int] | None:
         return _jpeg(data)
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
         return _webp(data)
+    if data[:2] == b"BM" and len(data) >= 26 and \
+            struct.unpack("<I", data[14:18])[0] in (40, 52, 56, 108, 124):  # DIB header size
+        w, h = struct.unpack("<ii", data[18:26])
+        return "BMP", abs(w), abs(h)  # a negative height is a top-down bitmap
     return None
 
 
