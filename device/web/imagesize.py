@@ -3,8 +3,8 @@
 Why: a 249 kB PNG of 16,000 x 16,000 pixels decodes to 768 MB (1.5 GB of RSS with the
 decoder's buffers); compression hides the size until the decoder has allocated it. The
 header says it in a few bytes. Only JPEG, PNG, WebP and BMP are read (what the upload
-page offers and cameras save); anything else is refused rather than handed to a decoder unchecked. Plain byte
-parsing, because Pillow is not a device dependency.
+page offers and cameras save); anything else is refused rather than handed to a decoder
+unchecked. Plain byte parsing, because Pillow is not a device dependency.
 """
 
 from __future__ import annotations
