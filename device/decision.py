@@ -46,6 +46,8 @@ class Event:
     reason: str = "accepted"  # the judge's reason (most frequent among the frames)
     guess: str | None = None  # unknown: the most frequent top-1 class among the frames
     guess_score: float | None = None  # ... and its best score
+    value: float | None = None  # what the note is worth (the bundle's denominations)
+    currency: str | None = None  # ISO 4217
 
     @property
     def count_key(self) -> str:

@@ -166,6 +166,9 @@ class EventPayload(_Payload):
     guess: str | None = Field(None, description="unknown: the class the frames looked most "
                               "like, and its best score in guess_score")
     guess_score: float | None = None
+    value: float | None = Field(None, description="what the note is worth, from the "
+                                "bundle's denominations (absent: the bundle does not say)")
+    currency: str | None = Field(None, description="ISO 4217 code of value, e.g. VND")
     model: ModelInfo = Field(description="the model that classified the frames")
     roi: str = Field("", description="the region of interest the object was seen in "
                      "('' without [[camera.roi]])")
@@ -253,6 +256,7 @@ def event_payload(event: Event, model: dict[str, str], device_id: str,
                         verdict=event.verdict, reason=event.reason, guess=event.guess,
                         guess_score=(None if event.guess_score is None
                                      else round(event.guess_score, 5)),
+                        value=event.value, currency=event.currency,
                         model=ModelInfo(**model)).model_dump()
 
 
@@ -270,10 +274,8 @@ def schema(name: str) -> dict[str, Any]:
                 "description": "online while connected; offline is the broker-sent last will "
                 "(crash, power or network loss); stopped after a clean shutdown.",
                 "enum": list(AVAILABILITY)}
-    model = PAYLOADS[name]
-    out = {"$schema": SCHEMA_URL, "$id": f"coral-classifier/{name}.schema.json",
-           **model.model_json_schema()}
-    return out
+    return {"$schema": SCHEMA_URL, "$id": f"coral-classifier/{name}.schema.json",
+            **PAYLOADS[name].model_json_schema()}
 
 
 def schema_text(name: str) -> str:
@@ -287,12 +289,10 @@ def load_schema(name: str) -> dict[str, Any]:
 
 def write_schemas(folder: Path = SCHEMA_DIR) -> list[Path]:
     """Regenerate device/schemas/ from the models (`python -m device.messages`)."""
-    written = []
-    for name in (*PAYLOADS, "availability"):
-        path = folder / f"{name}.schema.json"
-        path.write_text(schema_text(name))
-        written.append(path)
-    return written
+    paths = [folder / f"{name}.schema.json" for name in (*PAYLOADS, "availability")]
+    for path in paths:
+        path.write_text(schema_text(path.name.split(".")[0]))
+    return paths
 
 
 if __name__ == "__main__":

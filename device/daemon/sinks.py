@@ -121,6 +121,9 @@ class EventSink:
             elif was_latched and not decider.latched:
                 self.presence.set(frame.roi, EMPTY, frame.ts)
         if event is not None:
+            worth = spec.denominations.get(event.label) if event.verdict != "unknown" else None
+            if worth is not None:
+                event = dataclasses.replace(event, value=worth[0], currency=worth[1])
             # stamped with the model that produced the frames, even across a reload
             self.unstored.append(_Unstored(event, spec.info(), time.monotonic(), frame.roi))
             self.stats.event(event.last_ts)

@@ -19,7 +19,7 @@ import multiprocessing
 import pickle
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
@@ -30,6 +30,7 @@ from device.config import ModelConfig
 from device.daemon.wire import INFER, INFER_STRUCT, OUT, decode_out, encode_out
 from device.errors import BackendError, CoralError, ModelError
 from device.inference import Postprocess
+from device.money import denominations
 from device.openset import OperatingPoint, fallback_point, operating_point
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class ModelSpec:
     postprocess: Postprocess
     manifest_decision: dict[str, Any] | None = None
     point: OperatingPoint | None = None  # the bundle's reject rule (or the fallback)
+    denominations: dict[str, tuple[float, str]] = field(default_factory=dict)  # value, ISO
 
     def info(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
@@ -104,6 +106,7 @@ def _load(req: LoadRequest):
     manifest = b.manifest if isinstance(b.manifest, dict) else {}
     try:
         point = operating_point(manifest) or fallback_point(b.labels)
+        worth = {k: (d.value, d.currency) for k, d in denominations(manifest, b.labels).items()}
     except ValueError as exc:
         clf.close()
         raise ModelError(f"{b.root}: {exc}") from None
@@ -112,7 +115,7 @@ def _load(req: LoadRequest):
                     "not trained on (retrain with --negatives)", b.name)
     spec = ModelSpec(b.name, b.version, b.sha256, b.labels, clf.backend, clf.runtime,
                      clf.width, clf.height, clf.resize_policy, clf.postprocess,
-                     manifest.get("decision"), point)
+                     manifest.get("decision"), point, worth)
     return clf, spec
 
 

@@ -79,7 +79,8 @@ def event_verdict(event) -> dict[str, Any]:
     `unknown` the class it looked most like."""
     return {"verdict": event.verdict, "reason": event.reason,
             "explanation": REASONS.get(event.reason, event.reason),
-            "guess": event.guess or "", "guess_score": event.guess_score}
+            "guess": event.guess or "", "guess_score": event.guess_score,
+            "value": event.value, "currency": event.currency}
 
 
 class LiveHub:
