@@ -20,10 +20,11 @@ def test_make_demo_flagship_photos_and_web_page(tmp_path):
     assert (PHOTOS / "ATTRIBUTION.md").is_file() and "CC BY 4.0" in \
         (PHOTOS / "ATTRIBUTION.md").read_text()
     photos = sorted(p.stem for p in PHOTOS.glob("*.jpg"))
-    assert len(photos) == 6
+    # six known notes, an untaught 2,000 VND note and a cat (a foreign object)
+    assert len(photos) == 8 and photos[-2:] == ["foreign_cat", "untaught_2000_vnd"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "device.tools.demo", "--model", str(FLAGSHIP), "--photos",
-         str(PHOTOS), "--seconds", "14", "--fps", "10", "--workdir", str(tmp_path)],
+         str(PHOTOS), "--seconds", "24", "--fps", "10", "--workdir", str(tmp_path)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lines, live = [], None
     try:
@@ -45,9 +46,17 @@ def test_make_demo_flagship_photos_and_web_page(tmp_path):
     assert any(line.startswith("web page on http://127.0.0.1:") for line in lines[:3]), lines
     assert live["model"]["name"] == "banknotes-vnd" and live["seq"] is not None
     assert events["events"] and events["mode"] == "event"
-    got = [line.split()[1] for line in lines if line.startswith("event")]
-    # file-name order; each photo held 6 frames with an empty (grey) slot between
-    assert got[:6] == photos, lines
+    got = [(line.split()[1], line.split("frames  id ")[1].split()[1])
+           for line in lines if line.startswith("event")]
+    # file-name order; each photo held 6 frames with an empty (grey) slot between; this
+    # demo machine takes notes up to 100,000 (decision.accept): the others are refused
+    notes = [(p, "REFUSED" if p in ("200000_vnd", "500000_vnd") else "ACCEPTED")
+             for p in photos[:6]]
+    assert got[:6] == notes, lines
+    # the cat is a foreign object, not an empty slot; the untaught note is not accepted
+    assert got[6:8] == [("unknown", "UNKNOWN")] * 2, lines
+    cat = [line for line in lines if line.startswith("event") and "foreign_object" in line]
+    assert cat, lines
     assert "availability   stopped" in lines[-2]
 
 

@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# `make demo`'s machine takes notes up to 100,000 VND: 200,000 and 500,000 are refused
+# (recognised and handed back), as an operator would switch notes off
+DEMO_ACCEPT = ["10000_vnd", "20000_vnd", "50000_vnd", "100000_vnd"]
 log = logging.getLogger("device.tools.demo")
 
 
@@ -117,6 +120,8 @@ def print_messages(port: int, prefix: str):
         elif topic == "event":
             verdict = p.get("verdict", "")
             why = f" ({p['reason']})" if p.get("reason") and verdict != "accepted" else ""
+            if p.get("guess"):
+                why += f", looked most like {p['guess']} {p['guess_score']:.2f}"
             print(f"{topic:14s} {p['label']:<8s} score {p['score']:.2f} over {p['frames']} "
                   f"frames  id {p['event_id'][:8]}"
                   + (f"  {verdict.upper()}{why}" if verdict else ""), flush=True)
@@ -176,8 +181,10 @@ def write_config(args: argparse.Namespace, work: Path, source: Path, port: int,
         f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ndevice_id = "demo"\n'
         "status_interval = 5.0\n"
         f'[decision]\nmode = "{args.mode}"\n'
-        # the synthetic bundle has an "empty" class; real photos: the bundle's own rule
-        + ('' if args.photos else 'background_labels = ["empty"]\n')
+        # the synthetic bundle has an "empty" class; real photos: the bundle's own rule,
+        # with an operator's accept list (this demo machine takes notes up to 100,000)
+        + (f'accept = {json.dumps(DEMO_ACCEPT)}\n' if args.photos
+           else 'background_labels = ["empty"]\n')
         + f'[state]\ndir = "{work / "state"}"\n' + web)
     return config
 
@@ -189,6 +196,10 @@ def announce(port: int, config: Path, web_port: int) -> None:
     if web_port:
         print(f"web page on http://127.0.0.1:{web_port}/ (live view, events, status; "
               f"/upload classifies a photo, /label labels kept frames)", flush=True)
+    if config.read_text().count("accept = "):
+        print("this demo machine accepts notes up to 100,000 VND (decision.accept): the "
+              "200,000 and 500,000 notes are refused, an untaught 2,000 note and a cat are "
+              "unknown", flush=True)
 
 
 def wait_daemon(daemon: subprocess.Popen, seconds: float) -> int:
