@@ -166,6 +166,20 @@ def held(n: int, start: int = 0):
                       0.0) for i in range(start, start + n)]
 
 
+def record_size() -> int:
+    """The bytes one held event takes in the spill file (its event payload varies in size
+    as the payload model grows)."""
+    import json
+
+    from device import messages
+    from device.daemon.spill import REC
+
+    it = held(1)[0]
+    data = json.dumps({"topic": "t", "key": it.count_key, "payload": messages.event_payload(
+        it.event, it.model, "dev", 1, it.roi)}, separators=(",", ":")).encode()
+    return REC.size + len(data)
+
+
 def stored_events(outbox) -> list[tuple[int, str]]:
     import json
 
@@ -198,16 +212,17 @@ def test_restore_skips_what_the_outbox_already_has(tmp_path):
 
 
 def test_what_does_not_fit_becomes_a_recorded_gap(tmp_path):
-    from device.daemon.spill import Spill, open_spill
+    from device.daemon.spill import HEADER_SIZE, Spill, open_spill
     from device.mqtt.outbox import Outbox
 
     outbox = Outbox(tmp_path / "outbox.sqlite")
-    spill = Spill(tmp_path / "spill.bin", 700, outbox, "dev")  # room for two records
+    size = HEADER_SIZE + 2 * record_size() + 10  # room for two records, not three
+    spill = Spill(tmp_path / "spill.bin", size, outbox, "dev")
     spill.hold(held(2), "t")
     spill.hold(held(3, start=2), "t")  # held later, in order: three more fit nowhere
     assert spill.count == 2 and spill.lost == 3
     spill.close()
-    again = open_spill(tmp_path / "spill.bin", 700, outbox, "dev")
+    again = open_spill(tmp_path / "spill.bin", size, outbox, "dev")
     assert [s for s, _ in stored_events(outbox)] == [1, 2]
     assert outbox.lost == 3 and outbox.lost_seq == (3, 5)
     outbox.add("t", b"{}")
