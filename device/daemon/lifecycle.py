@@ -176,8 +176,9 @@ class Daemon:
     def run(self) -> int:
         """Run until stopped; returns the process exit code."""
         self.state = "running"
-        # a replay is decided frame by frame: back-pressure instead of dropping results
-        self.results.buffer.drop_oldest = self.buffer.drop_oldest
+        # a replay is decided frame by frame: back-pressure instead of dropping frames
+        live = self.buffer.drop_oldest = getattr(self.source, "live", True)
+        self.results.buffer.drop_oldest = live
         capture = CaptureThread(self.source, self.buffer, self.stop_event,
                                 prepare=self.slot.prepare, shape=lambda: self.slot.shape,
                                 pool=self.slot, rois=self.cfg.camera.roi,
