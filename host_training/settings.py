@@ -94,6 +94,10 @@ class TrainSettings(BaseModel):
                                        "trained or calibrated on) for the report")
     loso: bool = Field(True, description="leave-one-series-out figures (head on frozen "
                        "features) in the report")
+    other: Path | None = Field(None, description="banknotes-other folder (irr/, eur/, "
+                               "vnd-phone/): the bundle is evaluated on its evaluation part")
+    refused_labels: tuple[str, ...] = Field((), description="classes learned in order to "
+                                            "refuse them (--refuse): never accepted")
 
     @field_validator("alpha")
     @classmethod
