@@ -68,7 +68,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         patience=a.patience, negatives=a.negatives, boxes=a.boxes, roi=a.roi,
         max_false_accept=a.max_false_accept, ood=a.ood, ood_keep=a.ood_keep,
         epoch_samples=a.epoch_samples, negative_eval=a.negative_eval,
-        loso=False if a.no_loso else None, other=a.other,
+        loso=False if a.no_loso else None, other=a.other, other_exposure=a.other_exposure or None,
         refused_labels=tuple(refused) or None)
     try:
         manifest = run_training(s)
@@ -330,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of real notes that are not ours (irr/, eur/, vnd-phone/, as "
                         "../shared/datasets/banknotes-other): the bundle is evaluated on its "
                         "evaluation part and vnd-phone/ for the report (never trained on)")
+    o.add_argument("--other_exposure", "--other-exposure", dest="other_exposure",
+                   action="store_true",
+                   help="also train on the train part of --other's irr/ and eur/ as background "
+                        "(outlier exposure), pasted onto scenes like our notes' crops; the "
+                        "evaluation part and vnd-phone/ are never trained on")
     o.add_argument("--no_loso", "--no-loso", dest="no_loso", action="store_true",
                    help="skip the leave-one-series-out figures")
     t.add_argument("--epoch_samples", "--epoch-samples", dest="epoch_samples", type=int,

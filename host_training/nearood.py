@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 KNN_K = 5
 # OOD scores measured on every fold (larger = further from the known notes)
 SCORES = ("class_mean_cosine", "max_softmax", "max_logit", "energy", "knn")
+CURVE_KEEPS = (0.99, 0.95, 0.9, 0.8)  # shares of correct notes kept: the cost/benefit curve
 UNMEASURED = ("the reject path for untaught notes is unmeasured: leave-one-denomination-out "
               "needs at least two known classes{}")
 
@@ -154,10 +155,13 @@ def lodo(views: Sequence[np.ndarray], labels: np.ndarray, val_feats: np.ndarray,
                 "scores": {}}
         sc = head.scores(val_feats, outs)
         for kind, v in sc.items():
-            limit = float(np.quantile(v[correct], keep)) if correct.any() else np.inf
+            curve = {}
+            for k in sorted({keep, *CURVE_KEEPS}, reverse=True):
+                limit = float(np.quantile(v[correct], k)) if correct.any() else np.inf
+                curve[str(k)] = round(float((v[left] <= limit).mean()), 4)
             fold["scores"][kind] = {
                 "auroc": _round(calibrate.auroc(v[correct], v[left])),
-                "left_out_accepted": round(float((v[left] <= limit).mean()), 4)}
+                "left_out_accepted": curve[str(keep)], "curve": curve}
         if other:
             fold["other"] = {}
             for g, feats in other.items():
@@ -189,7 +193,9 @@ def _mean(folds: dict[str, dict]) -> dict:
         out["scores"][kind] = {
             "auroc": round(float(np.mean(a)), 4) if a else None,
             "left_out_accepted": round(float(np.mean(
-                [f["scores"][kind]["left_out_accepted"] for f in fs])), 4)}
+                [f["scores"][kind]["left_out_accepted"] for f in fs])), 4),
+            "curve": {k: round(float(np.mean([f["scores"][kind]["curve"][k] for f in fs])), 4)
+                      for k in fs[0]["scores"][kind]["curve"]}}
     return out
 
 

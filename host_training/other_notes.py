@@ -60,11 +60,13 @@ class OtherNotes:
     images: dict[str, list[np.ndarray]] = field(default_factory=dict)
     paths: dict[str, list[str]] = field(default_factory=dict)
     labels: dict[str, list[str]] = field(default_factory=dict)
+    aspects: dict[str, list[float]] = field(default_factory=dict)  # width / height, as taken
 
-    def add(self, group: str, image: np.ndarray, rel: str, label: str) -> None:
+    def add(self, group: str, image: np.ndarray, rel: str, label: str, aspect: float) -> None:
         self.images.setdefault(group, []).append(image)
         self.paths.setdefault(group, []).append(rel)
         self.labels.setdefault(group, []).append(label)
+        self.aspects.setdefault(group, []).append(aspect)
 
     def array(self, group: str, size: int) -> np.ndarray:
         imgs = self.images.get(group, [])
@@ -94,7 +96,7 @@ def load_other(root: Path, size: int, known: Sequence[str], parts: Sequence[str]
             part = split_part(rel, values)
             if part in parts:
                 _add(out, f"{cur}/{part}", f, rel, cur, size, resize_policy)
-    if (root / PHONE).is_dir():
+    if (root / PHONE).is_dir() and EVAL in parts:  # never trained on: evaluation only
         for f in _files(root / PHONE):
             label = f.parent.name
             group = f"{PHONE}/known" if label in known else f"{PHONE}/untaught"
@@ -109,7 +111,7 @@ def _add(out: OtherNotes, group: str, f: Path, rel: str, label: str, size: int,
     if rgb is None:
         log.warning("skipping %s: not a readable image", f)
         return
-    out.add(group, resize(rgb, size, size, policy), rel, label)
+    out.add(group, resize(rgb, size, size, policy), rel, label, rgb.shape[1] / rgb.shape[0])
 
 
 def figures(verdicts_by_group: dict[str, list], other: OtherNotes) -> dict:

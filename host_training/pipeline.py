@@ -32,6 +32,7 @@ from host_training.dataset import (
 )
 from host_training.evaluate import open_classifier
 from host_training.samples import (
+    FOREIGN,
     FRAME,
     MINED,
     NEGATIVE,
@@ -120,7 +121,7 @@ class OpenSet:
 def load_open_set(s: TrainSettings, train: Dataset, val: Dataset) -> OpenSet:
     """Crops and negatives from --boxes and --negatives (none without them)."""
     names = train.class_names
-    if not (s.boxes or s.negatives):
+    if not (s.boxes or s.negatives or s.other_exposure):
         return OpenSet(names, None, Pool.empty(), Pool.empty())
     if s.background_label not in names:
         names = (*names, s.background_label)
@@ -136,6 +137,17 @@ def load_open_set(s: TrainSettings, train: Dataset, val: Dataset) -> OpenSet:
         for i, k in enumerate(mined_val.kinds):
             if k == MINED:
                 val_pool.add(mined_val.images[i], mined_val.labels[i], k, mined_val.series[i])
+    if s.other_exposure:
+        # outlier exposure: real notes of other currencies (the part of --other that may be
+        # trained on) as background, pasted onto scenes like the crops of our notes
+        from host_training import other_notes
+
+        notes = other_notes.load_other(s.other, s.input_size, names, (other_notes.TRAIN,),
+                                       s.resize)
+        for g in notes.images:
+            if g.endswith("/" + other_notes.TRAIN):
+                for img, asp in zip(notes.images[g], notes.aspects[g], strict=True):
+                    train_pool.add(img, bg, FOREIGN, "other", asp)
     if s.negatives:
         neg_train, neg_val = split_pool(load_negatives(s.negatives, s.input_size, bg),
                                         s.val_split, s.seed)

@@ -1,14 +1,13 @@
 """Near-OOD in the trainer: leave-one-denomination-out on frozen features, the fixed split of
 real notes that are not ours, and --refuse (notes learned in order to refuse them)."""
 
-import json
-
 import cv2
 import numpy as np
 
 from device.bundle import load_bundle
 from device.tools import synthetic
 from host_training import nearood
+from host_training.evaluate import evaluate_model
 from host_training.other_notes import EVAL, TRAIN, load_other, split_part
 
 from .conftest import run_cli
@@ -99,10 +98,7 @@ def test_refuse_trains_the_classes_and_the_bundle_never_accepts_them(tmp_path):
     assert "note_20" not in m["decision"]["class_thresholds"]
     assert "unmeasured" in r.stderr and "near (leave-one-denomination-out)" in r.stdout
     held = synthetic.write_dataset(tmp_path / "held", 8, seed=4, classes=("note_20",))
-    e = run_cli("evaluate", "--model", str(out), "--data", str(held), "--json",
-                module="host_training")
-    assert e.returncode == 0, e.stderr
-    res = json.loads(e.stdout)
+    res = evaluate_model(out, held)
     assert res["n"] == 8 and not any(res["accepted"])
     assert res["lodo"]["folds"] == {} and "unmeasured" in res["lodo"]["warning"]
     # the same class in --data and --refuse: one line saying what to do
