@@ -60,7 +60,7 @@ def evaluate_model(model_path: Path, data: Path | None, labels: Path | None = No
     point = operating_point(clf.bundle.manifest)
     has_decision = point is not None
     point = point or fallback_point(names)
-    never = [*point.background_labels, *point.unknown_labels]
+    never = [*point.background_labels, *point.unknown_labels, *point.refused_labels]
     out: dict = {"model": {"name": clf.bundle.name, "sha256": clf.bundle.sha256},
                  "has_decision": has_decision, "operating_point": point.model_dump(mode="json")}
     if data is not None:

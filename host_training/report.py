@@ -89,7 +89,7 @@ def open_set_section(manifest: dict) -> list[str]:
         return []
     d = manifest["decision"]
     ood = d.get("ood") or {}
-    lines = ["## Far: what the bundle accepts that is not a note", "",
+    lines = ["## Open world (far): what the bundle accepts that is not a note", "",
              "Scenes with no note and other objects (validation negatives, the negative set). "
              "Untaught notes are a different question, answered apart under *Near* below.", "",
              f"Operating point (manifest `decision`, chosen on validation data): class "
