@@ -229,6 +229,16 @@ def section(result: dict | None) -> list[str]:
               + " | ".join(_num(m["scores"][k]["auroc"]) for k in ("class_mean_cosine",
                                                                   "max_softmax", "energy",
                                                                   "knn")) + " |", ""]
+    curves = {k: v["curve"] for k, v in m["scores"].items() if v.get("curve")}
+    if curves:
+        keeps = list(next(iter(curves.values())))
+        lines += ["Each OOD score alone, its threshold set to keep a share of the correctly "
+                  "classified known notes: left-out notes accepted (mean over folds).", "",
+                  "| score | " + " | ".join(f"keep {float(k):.0%}" for k in keeps) + " |",
+                  "|---|" + "---:|" * len(keeps)]
+        for kind, c in curves.items():
+            lines.append(f"| {kind} | " + " | ".join(_pct(c[k]) for k in keeps) + " |")
+        lines.append("")
     return lines
 
 
