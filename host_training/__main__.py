@@ -63,16 +63,22 @@ def cmd_train(a: argparse.Namespace) -> int:
         "perspective": a.perspective, "white_balance": a.white_balance, "glare": a.glare,
         "blur": a.blur, "noise": a.noise, "jpeg": a.jpeg, "paste": a.paste}.items()
         if v is not None}
-    from host_training.dataset import data_sources
+    from host_training.dataset import DatasetError, data_sources, folder_classes
 
-    sources = data_sources(a.data)  # a bad folder fails here, before anything is built
+    folders = [*a.data, *(a.refuse or [])]
+    sources = data_sources(folders)  # a bad folder fails here, before anything is built
+    refused = sorted({c for d in a.refuse or [] for c in folder_classes(d)})
+    taught = {c for d in a.data for c in folder_classes(d)}
+    if set(refused) & taught:
+        raise DatasetError(f"class(es) {sorted(set(refused) & taught)} are in --data and in "
+                           "--refuse: a class is either accepted or refused; remove it from one")
     union = None
-    if len(a.data) > 1:
+    if len(folders) > 1:
         import tempfile
 
         from host_training.dataset import union_folder
 
-        union = union_folder(a.data, Path(tempfile.mkdtemp(prefix="coral-train-data-")))
+        union = union_folder(folders, Path(tempfile.mkdtemp(prefix="coral-train-data-")))
     s = make_settings(
         augment=augment or None,
         data=union or a.data[0], out=a.out, val_data=a.val_data, val_split=a.val_split,
@@ -87,7 +93,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         patience=a.patience, negatives=a.negatives, boxes=a.boxes, roi=a.roi,
         max_false_accept=a.max_false_accept, ood=a.ood, ood_keep=a.ood_keep,
         epoch_samples=a.epoch_samples, negative_eval=a.negative_eval,
-        loso=False if a.no_loso else None)
+        loso=False if a.no_loso else None, other=a.other, other_exposure=a.other_exposure or None,
+        refused_labels=tuple(refused) or None)
     try:
         manifest = run_training(s)
     finally:
@@ -105,9 +112,14 @@ def cmd_train(a: argparse.Namespace) -> int:
     ours = o["validation"]["ours"]
     neg = o["validation_negatives"].get("ours", {})
     print(f"operating point: accepted right {ours['accepted_right']:.4f} | accepted as a "
-          f"wrong value {ours['accepted_wrong']:.4f} | validation negatives accepted "
-          f"{neg.get('false_accept')} | negative set accepted "
-          f"{o['negative_set'].get('ours', {}).get('false_accept')}")
+          f"wrong value {ours['accepted_wrong']:.4f}")
+    from host_training import nearood, other_notes
+
+    print(f"far (no note): validation negatives accepted {neg.get('false_accept')} | "
+          f"negative set accepted {o['negative_set'].get('ours', {}).get('false_accept')}")
+    print(nearood.summary(o.get("lodo")))
+    if o.get("other_notes"):
+        print(other_notes.summary(o["other_notes"]))
     if not manifest["decision"]["background_labels"]:
         log.warning("this bundle has no reject path for things that are not one of its "
                     "classes: train with --negatives DIR (and --boxes FILE) to give it one")
@@ -182,7 +194,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     result = evaluate_model(Path(a.model), Path(a.data) if a.data else None,
                             Path(a.labels) if a.labels else None,
-                            Path(a.negatives) if a.negatives else None)
+                            Path(a.negatives) if a.negatives else None,
+                            Path(a.other) if a.other else None)
     if a.json:
         print(json.dumps(result))
         return 0
@@ -191,8 +204,14 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
                     "not background", a.model)
     d = result["decision"]
     if "negatives" in result:
-        print(f"negatives: {result['negatives']['false_accept']:.4f} accepted as a note "
+        print(f"far: negatives {result['negatives']['false_accept']:.4f} accepted as a note "
               f"(n={result['negatives']['n_negatives']})")
+    from host_training import nearood, other_notes
+
+    if result.get("other_notes"):
+        print(other_notes.summary(result["other_notes"]))
+    print(nearood.summary(result.get("lodo")) + ("" if result.get("lodo") else
+                                                 " (the bundle's manifest has no figures)"))
     if result.get("n"):
         print(f"accuracy {result['accuracy']:.4f} on {result['n']} images | accepted right "
               f"{d['accepted_right']:.4f}, as a wrong value {d['accepted_wrong']:.4f}, "
@@ -341,6 +360,20 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--negative_eval", "--negative-eval", dest="negative_eval", type=Path,
                    help="negative set for the report only (never trained or calibrated on); "
                         "subfolders are reported as groups")
+    o.add_argument("--refuse", type=Path, action="append", metavar="DIR",
+                   help="folder with one subfolder per note the bundle learns in order to "
+                        "refuse it (e.g. low values collected with `make collect`): trained "
+                        "as classes, listed in the manifest's decision.refused_labels, never "
+                        "accepted; repeatable")
+    o.add_argument("--other", type=Path,
+                   help="folder of real notes that are not ours (irr/, eur/, vnd-phone/, as "
+                        "../shared/datasets/banknotes-other): the bundle is evaluated on its "
+                        "evaluation part and vnd-phone/ for the report (never trained on)")
+    o.add_argument("--other_exposure", "--other-exposure", dest="other_exposure",
+                   action="store_true",
+                   help="also train on the train part of --other's irr/ and eur/ as background "
+                        "(outlier exposure), pasted onto scenes like our notes' crops; the "
+                        "evaluation part and vnd-phone/ are never trained on")
     o.add_argument("--no_loso", "--no-loso", dest="no_loso", action="store_true",
                    help="skip the leave-one-series-out figures")
     t.add_argument("--epoch_samples", "--epoch-samples", dest="epoch_samples", type=int,
@@ -376,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="folder with one subfolder per class")
     e.add_argument("--negatives", help="folder of images that are none of the classes: "
                                        "reports how many the bundle accepts")
+    e.add_argument("--other", help="folder of real notes that are not ours (irr/, eur/, "
+                                   "vnd-phone/): accepted share of its evaluation part, "
+                                   "untaught vnd-phone notes refused, known ones right/wrong")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
 

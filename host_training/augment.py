@@ -117,12 +117,13 @@ def augment(img: np.ndarray, a: Augment, rng: np.random.Generator,
 def augment_batch(images: np.ndarray, a: Augment, rng: np.random.Generator,
                   kinds: list[str] | None = None, aspects: np.ndarray | None = None,
                   backgrounds: np.ndarray | None = None) -> np.ndarray:
-    """augment() over a batch; note crops (kind 'crop') are pasted onto a random background
+    """augment() over a batch; note crops (kind 'crop', and 'foreign': a real note that is not
+    ours, so that a tight crop is no cue to refuse it) are pasted onto a random background
     with probability `a.paste` when backgrounds are given."""
     out = np.empty_like(images)
     for i, img in enumerate(images):
         bg = None
-        if (kinds is not None and kinds[i] == "crop" and backgrounds is not None
+        if (kinds is not None and kinds[i] in ("crop", "foreign") and backgrounds is not None
                 and len(backgrounds) and rng.random() < a.paste):
             bg = backgrounds[int(rng.integers(0, len(backgrounds)))]
         asp = float(aspects[i]) if aspects is not None and bg is not None else 0.0

@@ -65,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
                       [FRAME] * len(tr), feats[0], ds.labels, series, ds.class_names,
                       same_series=np.isin(np.arange(len(ds.labels)), va))
     loso_s = time.perf_counter() - t0
+    # Near: how often a note the head was never taught is accepted (leave one class out),
+    # through the bundle's rule; far needs negatives, which this sample has none of.
+    from host_training import nearood
+
+    t0 = time.perf_counter()
+    lodo = nearood.lodo([v[tr] for v in feats], ds.labels[tr], feats[0][va], ds.labels[va],
+                        ds.class_names, [], [], s.ood_keep, s.max_false_accept)
+    lodo_s = time.perf_counter() - t0
     built.head.compile(optimizer="adam", loss="categorical_crossentropy")
     built.head.fit(f, yy, epochs=1, batch_size=s.batch_size, verbose=0)
     t0 = time.perf_counter()
@@ -104,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         "leave_one_series_out": {k: {"top1": v["accuracy"], "n": v["n"]}
                                  for k, v in series_out.items()},
         "leave_one_series_out_s": round(loso_s, 1),
+        "leave_one_denomination_out": {
+            c: {"left_out_accepted": f["left_out_accepted"],
+                "others_accepted_right": f["others_accepted_right"],
+                "auroc_class_mean_cosine": f["scores"]["class_mean_cosine"]["auroc"]}
+            for c, f in lodo["folds"].items()},
+        "leave_one_denomination_out_s": round(lodo_s, 1),
     }
     print(f"\n{len(ds.labels)} images at {s.input_size} px")
     print(f"feature cache (1 clean + {s.feature_copies} augmented passes): {cache_s:.1f} s")
@@ -117,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"head on cached features, top-1 by held-out photo series ({loso_s:.1f} s): " +
           ", ".join(f"{k} {v['accuracy']:.3f} (n={v['n']})" for k, v in series_out.items()) +
           "\n")
+    print(f"{nearood.summary(lodo)} ({lodo_s:.1f} s; far: no negatives in this sample)\n")
     print(json.dumps(summary))
     return 0
 

@@ -36,12 +36,14 @@ def ood_values(kind: str, outputs: Sequence[np.ndarray]) -> np.ndarray:
 
 def calibrate(outputs: Sequence[np.ndarray], y: np.ndarray, labels: Sequence[str],
               background: Sequence[str], unknown: Sequence[str], kind: str, keep: float,
-              max_false_accept: float) -> OperatingPoint:
+              max_false_accept: float, refused: Sequence[str] = ()) -> OperatingPoint:
     """The operating point for validation outputs (N x n arrays per model output) whose
-    true class ids are y (NOT_A_CLASS or a background id for negatives)."""
+    true class ids are y (NOT_A_CLASS or a background id for negatives). Refused classes
+    (learned in order to refuse them) are never accepted: their photos count as negatives."""
     scores = outputs[0]
     top = scores.argmax(1)
-    never = {i for i, lb in enumerate(labels) if lb in background or lb in unknown}
+    never = {i for i, lb in enumerate(labels) if lb in background or lb in unknown
+             or lb in refused}
     positive = (y >= 0) & ~np.isin(y, list(never))
     rule = None
     passes = np.ones(len(y), bool)
@@ -68,13 +70,21 @@ def calibrate(outputs: Sequence[np.ndarray], y: np.ndarray, labels: Sequence[str
         thresholds[lb] = round(min(t, 0.999), 4)
     return OperatingPoint(threshold=MIN_CLASS_THRESHOLD, class_thresholds=thresholds,
                           background_labels=list(background), unknown_labels=list(unknown),
-                          ood=rule)
+                          refused_labels=list(refused), ood=rule)
 
 
 def judge_all(point: OperatingPoint, labels: Sequence[str],
               outputs: Sequence[np.ndarray]) -> list[Verdict]:
+    """device.policy.judge for every row; a refused label is never accepted (the manifest
+    contract, applied here too so the trainer's figures hold whatever the device's version)."""
     n = len(outputs[0])
-    return [judge(point, labels, [o[i] for o in outputs]) for i in range(n)]
+    out = []
+    for i in range(n):
+        v = judge(point, labels, [o[i] for o in outputs])
+        if v.accepted and v.label in point.refused_labels:
+            v = Verdict(v.label, v.score, False, v.ood_score, "refused")
+        out.append(v)
+    return out
 
 
 def decision_report(verdicts: Sequence[Verdict], y: np.ndarray, labels: Sequence[str],
@@ -174,6 +184,17 @@ def plot_curves(outputs: Sequence[np.ndarray], y: np.ndarray, labels: Sequence[s
     plt.close(fig)
 
 
+def fit_head(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, max_train: int = 12000):
+    """A linear head (logistic regression) on frozen features, on at most `max_train` rows
+    drawn at random: the proxy for the trained head in the leave-one-out figures."""
+    from sklearn.linear_model import LogisticRegression
+
+    idx = np.arange(len(y))
+    if len(idx) > max_train:
+        idx = rng.choice(idx, max_train, replace=False)
+    return LogisticRegression(max_iter=300, C=0.5).fit(x[idx], y[idx])
+
+
 def loso(views: Sequence[np.ndarray], labels: np.ndarray, series: Sequence[str],
          kinds: Sequence[str], test_feats: np.ndarray, test_labels: np.ndarray,
          test_series: Sequence[str], names: Sequence[str], seed: int = 0,
@@ -187,8 +208,6 @@ def loso(views: Sequence[np.ndarray], labels: np.ndarray, series: Sequence[str],
     with the same head for comparison: trained on the whole pool, tested on the rows of
     test_feats marked in `same_series` (the validation frames), under "same_series".
     """
-    from sklearn.linear_model import LogisticRegression
-
     rng = np.random.default_rng(seed)
     series = np.asarray(series)
     test_series = np.asarray(test_series)
@@ -197,13 +216,9 @@ def loso(views: Sequence[np.ndarray], labels: np.ndarray, series: Sequence[str],
     pool_s = np.tile(series, len(views))
 
     def fit_eval(train_mask, test_mask) -> dict | None:
-        idx = np.flatnonzero(train_mask)
-        if len(np.unique(pool_y[idx])) < 2:
+        if len(np.unique(pool_y[train_mask])) < 2:
             return None
-        if len(idx) > max_train:
-            idx = rng.choice(idx, max_train, replace=False)
-        clf = LogisticRegression(max_iter=300, C=0.5)
-        clf.fit(pool_x[idx], pool_y[idx])
+        clf = fit_head(pool_x[train_mask], pool_y[train_mask], rng, max_train)
         pred = clf.classes_[clf.predict_proba(test_feats[test_mask]).argmax(1)]
         true = test_labels[test_mask]
         per = {names[c]: {"recall": round(float((pred[true == c] == c).mean()), 4),

@@ -43,8 +43,10 @@ class Dataset:
                        tuple(self.paths[i] for i in idx))
 
 
-def scan(root: Path, class_names: tuple[str, ...] | None = None) -> dict[str, list[Path]]:
-    """Class name -> image files; DatasetError for anything that is not a usable dataset."""
+def scan(root: Path, class_names: tuple[str, ...] | None = None,
+         min_classes: int = 2) -> dict[str, list[Path]]:
+    """Class name -> image files; DatasetError for anything that is not a usable dataset.
+    `min_classes` 1: a single class is fine (negatives make the background class)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset {root} is not a folder: give a folder with one "
@@ -66,15 +68,17 @@ def scan(root: Path, class_names: tuple[str, ...] | None = None) -> dict[str, li
     if empty:
         raise DatasetError(f"dataset {root}: class folder(s) {empty} hold no images: add images "
                            "or remove the folder")
-    if class_names is None and len(files) < 2:
+    if class_names is None and len(files) < min_classes:
         raise DatasetError(f"dataset {root} has a single class ({next(iter(files))}): a "
-                           "classifier needs at least two (add e.g. an 'empty' class)")
+                           "classifier needs at least two (add e.g. an 'empty' class, or "
+                           "--negatives)")
     return files
 
 
 def load_dataset(root: Path, size: int, resize_policy: str = "stretch",
                  class_names: tuple[str, ...] | None = None,
-                 roi: tuple[float, float, float, float] | None = None) -> Dataset:
+                 roi: tuple[float, float, float, float] | None = None,
+                 min_classes: int = 2) -> Dataset:
     """Scan, decode and resize every image, skipping unreadable files with a warning.
 
     `roi` (x, y, width, height in fractions) crops each image first with the device's own
@@ -82,7 +86,7 @@ def load_dataset(root: Path, size: int, resize_policy: str = "stretch",
     """
     region = None if roi is None else RoiConfig(name="train", x=roi[0], y=roi[1],
                                                 width=roi[2], height=roi[3])
-    files = scan(root, class_names)
+    files = scan(root, class_names, min_classes)
     names = class_names or tuple(files)
     todo = [(f, names.index(c)) for c, fs in files.items() for f in fs]
     images = np.empty((len(todo), size, size, 3), np.uint8)
@@ -160,6 +164,11 @@ def _class_files(folder: Path) -> dict[str, list[Path]]:
                            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             for d in sorted(Path(folder).iterdir())
             if d.is_dir() and not d.name.startswith(".")}
+
+
+def folder_classes(folder: Path) -> list[str]:
+    """The class names (subfolders) of a class-folder dataset."""
+    return list(_class_files(folder))
 
 
 def data_sources(folders: list[Path]) -> dict[str, dict[str, int]]:

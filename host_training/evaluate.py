@@ -45,19 +45,22 @@ def tflite_outputs(clf: TFLiteClassifier, images, desc: str = "int8 eval") -> li
 
 
 def evaluate_model(model_path: Path, data: Path | None, labels: Path | None = None,
-                   negatives: Path | None = None) -> dict:
+                   negatives: Path | None = None, other: Path | None = None) -> dict:
     """`coral-train evaluate`: top-1 accuracy, per-class report and confusion matrix, and what
-    the bundle's operating point (device.policy.judge) accepts, on a class-folder dataset
-    and/or a folder of negatives."""
-    if data is None and negatives is None:
-        raise DatasetError("give --data (a class-folder dataset) and/or --negatives (a folder "
-                           "of images that are none of the classes)")
+    the bundle's operating point (device.policy.judge) accepts, on a class-folder dataset,
+    a folder of negatives (far) and/or real notes that are not ours (near: the evaluation
+    part of a banknotes-other folder); with the near figures the bundle's training measured
+    (leave-one-denomination-out), when its manifest has them."""
+    if data is None and negatives is None and other is None:
+        raise DatasetError("give --data (a class-folder dataset), --negatives (a folder of "
+                           "images that are none of the classes) and/or --other (real notes "
+                           "that are not ours, e.g. ../shared/datasets/banknotes-other)")
     clf = open_classifier(model_path, labels)
     names = clf.bundle.labels
     point = operating_point(clf.bundle.manifest)
     has_decision = point is not None
     point = point or fallback_point(names)
-    never = [*point.background_labels, *point.unknown_labels]
+    never = [*point.background_labels, *point.unknown_labels, *point.refused_labels]
     out: dict = {"model": {"name": clf.bundle.name, "sha256": clf.bundle.sha256},
                  "has_decision": has_decision, "operating_point": point.model_dump(mode="json")}
     if data is not None:
@@ -83,6 +86,15 @@ def evaluate_model(model_path: Path, data: Path | None, labels: Path | None = No
                                "false_accept": float(acc[groups == g].mean())}
                            for g in sorted(set(groups))}
         out["negatives"] = rep
+    if other is not None:
+        from host_training import other_notes
+
+        notes = other_notes.load_other(other, clf.width, names, parts=(other_notes.EVAL,),
+                                       resize_policy=clf.resize_policy)
+        verdicts = {g: calibrate.judge_all(point, names, tflite_outputs(
+            clf, notes.array(g, clf.width), g)) for g in notes.images}
+        out["other_notes"] = other_notes.figures(verdicts, notes)
+    out["lodo"] = clf.bundle.manifest.get("open_set", {}).get("lodo")
     if "decision" not in out:
         out["decision"] = {}
     return out

@@ -93,18 +93,6 @@ def build_model(n_classes: int, s: TrainSettings) -> Built:
     return Built(model, base, extractor, head)
 
 
-def class_means(features: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    """n x d: the unit-length mean of each class's unit-length features (zeros for a class
-    without samples, so its similarity is 0 and the OOD rule rejects it)."""
-    f = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    means = np.zeros((n, f.shape[1]), np.float32)
-    for c in range(n):
-        if (labels == c).any():
-            m = f[labels == c].mean(0)
-            means[c] = m / max(float(np.linalg.norm(m)), 1e-12)
-    return means
-
-
 def add_similarity(built: Built, means: np.ndarray) -> keras.Model:
     """The model for export: [cosine similarity to each class mean, class scores].
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from device.bundle import CPU_MODEL, LABELS, write_manifest
 from device.errors import CoralError
 from device.openset import OperatingPoint, read_outputs
-from host_training import calibrate, metrics, report
+from host_training import calibrate, metrics, nearood, report
 from host_training.dataset import (
     Dataset,
     class_weights,
@@ -32,6 +32,7 @@ from host_training.dataset import (
 )
 from host_training.evaluate import open_classifier
 from host_training.samples import (
+    FOREIGN,
     FRAME,
     MINED,
     NEGATIVE,
@@ -54,7 +55,9 @@ class QuantizationLossError(CoralError):
 
 
 def load_splits(s: TrainSettings) -> tuple[Dataset, Dataset]:
-    full = load_dataset(s.data, s.input_size, s.resize, roi=s.roi)
+    # with negatives or boxes, the background class makes a single note class a classifier
+    full = load_dataset(s.data, s.input_size, s.resize, roi=s.roi,
+                        min_classes=1 if s.negatives or s.boxes else 2)
     if s.val_data:
         return full, load_dataset(s.val_data, s.input_size, s.resize,
                                   class_names=full.class_names, roi=s.roi)
@@ -118,7 +121,7 @@ class OpenSet:
 def load_open_set(s: TrainSettings, train: Dataset, val: Dataset) -> OpenSet:
     """Crops and negatives from --boxes and --negatives (none without them)."""
     names = train.class_names
-    if not (s.boxes or s.negatives):
+    if not (s.boxes or s.negatives or s.other_exposure):
         return OpenSet(names, None, Pool.empty(), Pool.empty())
     if s.background_label not in names:
         names = (*names, s.background_label)
@@ -134,6 +137,17 @@ def load_open_set(s: TrainSettings, train: Dataset, val: Dataset) -> OpenSet:
         for i, k in enumerate(mined_val.kinds):
             if k == MINED:
                 val_pool.add(mined_val.images[i], mined_val.labels[i], k, mined_val.series[i])
+    if s.other_exposure:
+        # outlier exposure: real notes of other currencies (the part of --other that may be
+        # trained on) as background, pasted onto scenes like the crops of our notes
+        from host_training import other_notes
+
+        notes = other_notes.load_other(s.other, s.input_size, names, (other_notes.TRAIN,),
+                                       s.resize)
+        for g in notes.images:
+            if g.endswith("/" + other_notes.TRAIN):
+                for img, asp in zip(notes.images[g], notes.aspects[g], strict=True):
+                    train_pool.add(img, bg, FOREIGN, "other", asp)
     if s.negatives:
         neg_train, neg_val = split_pool(load_negatives(s.negatives, s.input_size, bg),
                                         s.val_split, s.seed)
@@ -206,7 +220,7 @@ def run_training(s: TrainSettings) -> dict:
     if s.ood == "class_mean_cosine":
         sample = stratified_sample(train_y, 3000, s.seed)
         feats = M.extract_features(built, train_x[sample], s, False, "class means")
-        export = M.add_similarity(built, M.class_means(feats, train_y[sample], n))
+        export = M.add_similarity(built, nearood.class_means(feats, train_y[sample], n))
         outputs = ["scores", "similarity"]
     rep = stratified_sample(train_y, s.representative_count, s.seed)
     if len(rep) < 100:
@@ -229,7 +243,7 @@ def run_training(s: TrainSettings) -> dict:
         background = [opens.background] if opens.background else []
         unknown = [lb for lb in names if lb.lower() in ("unknown", "other")]
         point = calibrate.calibrate(val_out, val_y, names, background, unknown, s.ood,
-                                    s.ood_keep, s.max_false_accept)
+                                    s.ood_keep, s.max_false_accept, s.refused_labels)
         neg_out = _outputs(clf, negative_eval.images, "negative set") if negative_eval else None
         openset = _open_set_figures(point, names, val_out, val_y, len(val.labels), neg_out,
                                     negative_eval, s)
@@ -237,6 +251,9 @@ def run_training(s: TrainSettings) -> dict:
                               stage / "operating_curves.png")
         if cache is not None and s.loso:
             openset["loso"] = _loso(cache, train_y, series, kinds, val, names, s)
+        openset["lodo"] = _lodo(cache, train_y, val_y, names, point, s)
+        if s.other:
+            openset["other_notes"] = _other_notes(clf, point, names, s)
         golden = _golden(clf, val, scores, s.golden_per_class, stage)
         attribution = _copy_attribution(s, stage)
         report.plot_curves(history.phases, stage / "training_curves.png")
@@ -296,13 +313,14 @@ def _open_set_figures(point: OperatingPoint, names, val_out, val_y, n_frames: in
                       neg_out, negative_eval: Pool | None, s: TrainSettings) -> dict:
     """The operating point against two baselines (top-1 >= 0.7; max-softmax calibrated the
     same way) on the validation frames, the validation negatives and the negative set."""
-    never = [*point.background_labels, *point.unknown_labels]
+    never = [*point.background_labels, *point.unknown_labels, *point.refused_labels]
     points = {"ours": point,
               "max_softmax": calibrate.calibrate(
                   val_out, val_y, names, point.background_labels, point.unknown_labels,
-                  "max_softmax", s.ood_keep, s.max_false_accept),
+                  "max_softmax", s.ood_keep, s.max_false_accept, point.refused_labels),
               "top1_0.7": OperatingPoint(background_labels=point.background_labels,
-                                         unknown_labels=point.unknown_labels)}
+                                         unknown_labels=point.unknown_labels,
+                                         refused_labels=point.refused_labels)}
     fig: dict = {"validation": {}, "validation_negatives": {}, "negative_set": {},
                  "ood_kind": point.ood.kind if point.ood else "none"}
     frames = [o[:n_frames] for o in val_out]
@@ -353,6 +371,36 @@ def _loso(cache: dict, train_y: np.ndarray, series: list[str], kinds: list[str],
     log.info("leave-one-series-out (head on frozen features) in %.0f s: %s",
              time.perf_counter() - t0, {k: v["accuracy"] for k, v in out.items()})
     return out
+
+
+def _lodo(cache: dict | None, train_y: np.ndarray, val_y: np.ndarray, names,
+          point: OperatingPoint, s: TrainSettings) -> dict:
+    """Leave-one-denomination-out with a linear head on the frozen ImageNet features (the
+    cache of the head phase): how often a note the model was never taught is accepted."""
+    if cache is None:
+        w = ("the reject path for untaught notes is unmeasured: leave-one-denomination-out "
+             "needs the frozen ImageNet features (train with --weights imagenet)")
+        log.warning("%s", w)
+        return {"folds": {}, "warning": w}
+    never = [*point.background_labels, *point.unknown_labels, *point.refused_labels]
+    t0 = time.perf_counter()
+    out = nearood.lodo(cache["train"], train_y, cache["val"], val_y, names,
+                       point.background_labels, never, s.ood_keep, s.max_false_accept, s.seed)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def _other_notes(clf, point: OperatingPoint, names, s: TrainSettings) -> dict:
+    """The bundle's verdicts on real notes that are not ours: the evaluation part of
+    --other's irr/eur and its vnd-phone photos (never trained on)."""
+    from host_training import other_notes
+
+    other = other_notes.load_other(s.other, s.input_size, names, parts=(other_notes.EVAL,),
+                                   resize_policy=s.resize)
+    verdicts = {g: calibrate.judge_all(point, names, _outputs(clf, other.array(g, s.input_size),
+                                                              g))
+                for g in other.images}
+    return other_notes.figures(verdicts, other)
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -76,6 +76,12 @@ def confusion_table(confusion: dict) -> list[str]:
     return lines
 
 
+def _refused(decision: dict) -> str:
+    if not decision.get("refused_labels"):
+        return ""
+    return f"; refused (learned in order to refuse them): {decision['refused_labels']}"
+
+
 def open_set_section(manifest: dict) -> list[str]:
     """The reject path's figures: operating point, baselines, negatives, leave-one-series-out."""
     o = manifest.get("open_set")
@@ -83,10 +89,13 @@ def open_set_section(manifest: dict) -> list[str]:
         return []
     d = manifest["decision"]
     ood = d.get("ood") or {}
-    lines = ["## Open world: what the bundle accepts", "",
+    lines = ["## Open world (far): what the bundle accepts that is not a note", "",
+             "Scenes with no note and other objects (validation negatives, the negative set). "
+             "Untaught notes are a different question, answered apart under *Near* below.", "",
              f"Operating point (manifest `decision`, chosen on validation data): class "
              f"thresholds {d['class_thresholds']}, never accepted "
              f"{d['background_labels'] + d['unknown_labels'] or 'nothing (no background class)'}"
+             f"{_refused(d)}"
              f", OOD rule {ood.get('kind', 'none')} ≤ {ood.get('threshold', '–')}.", "",
              "| operating point | notes: top-1 | accepted right | accepted as a wrong value | "
              "notes rejected | validation negatives accepted | negative set accepted |",
@@ -126,6 +135,11 @@ def open_set_section(manifest: dict) -> list[str]:
             per = ", ".join(f"{c} {v['recall']:.2f}" for c, v in r["per_class"].items())
             lines.append(f"| {k} | {r['n']} | {_pct(r['accuracy'])} | {per} |")
     lines += ["", "![operating curves](operating_curves.png)", ""]
+    from host_training import nearood, other_notes
+
+    lines += nearood.section(o.get("lodo"))
+    lines += other_notes.section(o.get("other_notes"), manifest["training"]["settings"]
+                                 .get("other"))
     return lines
 
 

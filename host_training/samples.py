@@ -26,8 +26,10 @@ from host_training.dataset import DatasetError
 log = logging.getLogger(__name__)
 BACKGROUND = "background"
 
-# frame, note cropped to its box, mined negative, negative from --negatives, shuffled note
+# frame, note cropped to its box, mined negative, negative from --negatives, shuffled note,
+# a real note that is not ours (--other-exposure: background, pasted like a crop)
 FRAME, CROP, MINED, NEGATIVE, JIGSAW = "frame", "crop", "mined", "negative", "jigsaw"
+FOREIGN = "foreign"
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,12 @@ class TrainSettings(BaseModel):
                                        "trained or calibrated on) for the report")
     loso: bool = Field(True, description="leave-one-series-out figures (head on frozen "
                        "features) in the report")
+    other: Path | None = Field(None, description="banknotes-other folder (irr/, eur/, "
+                               "vnd-phone/): the bundle is evaluated on its evaluation part")
+    other_exposure: bool = Field(False, description="train on the train part of --other's "
+                                 "irr/eur as background, pasted onto scenes (outlier exposure)")
+    refused_labels: tuple[str, ...] = Field((), description="classes learned in order to "
+                                            "refuse them (--refuse): never accepted")
 
     @field_validator("alpha")
     @classmethod
@@ -114,6 +120,13 @@ class TrainSettings(BaseModel):
         if self.roi is not None and self.boxes is not None:
             raise ValueError("roi and boxes do not go together: the boxes are in the whole "
                              "image's coordinates; crop with one or the other")
+        return self
+
+    @model_validator(mode="after")
+    def _exposure_needs_other(self) -> TrainSettings:
+        if self.other_exposure and self.other is None:
+            raise ValueError("other_exposure needs --other DIR (the folder of real notes "
+                             "that are not ours)")
         return self
 
     @property
