@@ -82,7 +82,7 @@ demo-model: train-deps ## retrain the committed demo bundle compiled_models/demo
 .PHONY: collect
 collect: venv ## pull the frames labelled on a device into class folders: make collect HOST=pi@host [OUT=data/] (merges, never overwrites)
 	@[ -n $(call q,$(HOST)) ] || { echo "usage: make collect HOST=pi@host [OUT=data/] [REMOTE=/var/lib/coral-classifier/dataset]"; exit 2; }
-	$(PY) -m host_training.collect --host $(call q,$(HOST)) --out $(call q,$(or $(OUT),data/)) \
+	$(PY) -m host_training.fleet.collect --host $(call q,$(HOST)) --out $(call q,$(or $(OUT),data/)) \
 	  $(if $(REMOTE),--remote $(call q,$(REMOTE))) $(COLLECT_ARGS)
 
 .PHONY: bench-web
@@ -113,7 +113,7 @@ bench: venv mosquitto ## benchmark: raw invoke vs the daemon's whole pipeline to
 	$(PY) -m device.tools.bench_web $(BENCH_WEB_ARGS)
 
 bench-train: train-deps ## training speed: cached-feature head vs end-to-end frozen epochs, and fine-tuning
-	$(PY) -m host_training.bench $(BENCH_TRAIN_ARGS)
+	$(PY) -m host_training.train.bench $(BENCH_TRAIN_ARGS)
 
 install-device: ## on the Pi: user, deploy group + sudoers rule, venv, config, unit, udev rule (DEPLOY_USERS=, LIBEDGETPU_DEB=, TFLITE_WHEEL=, UPDATE_PUBLIC_KEY=)
 	$(SUDO) env LIBEDGETPU_DEB=$(call q,$(LIBEDGETPU_DEB)) TFLITE_WHEEL=$(call q,$(TFLITE_WHEEL)) \
@@ -124,16 +124,16 @@ uninstall-device: ## on the Pi: undo install-device (PURGE=1 also removes config
 	$(SUDO) env PURGE=$(call q,$(PURGE)) systemd/install-device.sh uninstall
 
 deploy: venv ## flash a bundle: make deploy HOST=user@pi MODEL=compiled_models/NAME (HOSTS="a b" for a fleet, ALLOW_CPU=1, CONFIG=controller.toml for the broker)
-	$(PY) -m host_training.deploy deploy --model $(call q,$(MODEL)) \
+	$(PY) -m host_training.fleet.deploy deploy --model $(call q,$(MODEL)) \
 	  $(foreach h,$(HOST) $(HOSTS),--host $(call q,$(h))) $(if $(ALLOW_CPU),--allow-cpu) \
 	  $(if $(CONFIG),--config $(call q,$(CONFIG))) $(DEPLOY_ARGS)
 
 rollback: venv ## switch a device back to its previous model: make rollback HOST=user@pi
-	$(PY) -m host_training.deploy rollback $(foreach h,$(HOST) $(HOSTS),--host $(call q,$(h))) \
+	$(PY) -m host_training.fleet.deploy rollback $(foreach h,$(HOST) $(HOSTS),--host $(call q,$(h))) \
 	  $(if $(CONFIG),--config $(call q,$(CONFIG))) $(DEPLOY_ARGS)
 
 rollout: venv ## pull update over MQTT, canary first: make rollout MODEL=compiled_models/NAME DEVICES="id1 id2" BROKER=host:port (CONFIG=controller.toml: credentials, TLS)
-	$(PY) -m host_training.rollout --model $(call q,$(MODEL)) \
+	$(PY) -m host_training.fleet.rollout --model $(call q,$(MODEL)) \
 	  $(foreach d,$(DEVICES),--device $(call q,$(d))) $(if $(BROKER),--broker $(call q,$(BROKER))) \
 	  $(if $(ALLOW_CPU),--allow-cpu) $(if $(SIGN_KEY),--sign-key $(call q,$(SIGN_KEY))) \
 	  $(if $(CONFIG),--config $(call q,$(CONFIG))) $(ROLLOUT_ARGS)
@@ -142,7 +142,7 @@ rollout: venv ## pull update over MQTT, canary first: make rollout MODEL=compile
 SIGN_KEY ?= $(wildcard keys/update.pem)
 
 keys: venv ## Ed25519 key pair that signs pull updates: keys/update.pem (private, 600) and keys/update.pub (never overwrites)
-	$(PY) -m host_training.keys --out $(call q,$(or $(KEYS_DIR),keys))
+	$(PY) -m host_training.fleet.keys --out $(call q,$(or $(KEYS_DIR),keys))
 
 fleet: venv ## every device on the broker: model, backend, fps, errors (BROKER=host:port, CONFIG=controller.toml, FLEET_ARGS=--json)
 	$(PY) -m device fleet $(if $(BROKER),--broker $(call q,$(BROKER))) \

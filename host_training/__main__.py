@@ -53,9 +53,9 @@ def _roi(text: str) -> tuple[float, float, float, float]:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from host_training.pipeline import run_training
-    from host_training.report import summary_table
-    from host_training.settings import make_settings
+    from host_training.train.pipeline import run_training
+    from host_training.train.report import summary_table
+    from host_training.train.settings import make_settings
 
     augment = {k: v for k, v in {
         "rotation": a.rotation, "rot90": a.rot90, "zoom": a.zoom, "translate": a.translate,
@@ -63,7 +63,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         "perspective": a.perspective, "white_balance": a.white_balance, "glare": a.glare,
         "blur": a.blur, "noise": a.noise, "jpeg": a.jpeg, "paste": a.paste}.items()
         if v is not None}
-    from host_training.dataset import DatasetError, data_sources, folder_classes
+    from host_training.train.dataset import DatasetError, data_sources, folder_classes
 
     folders = [*a.data, *(a.refuse or [])]
     sources = data_sources(folders)  # a bad folder fails here, before anything is built
@@ -76,7 +76,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     if len(folders) > 1:
         import tempfile
 
-        from host_training.dataset import union_folder
+        from host_training.train.dataset import union_folder
 
         union = union_folder(folders, Path(tempfile.mkdtemp(prefix="coral-train-data-")))
     s = make_settings(
@@ -113,7 +113,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     neg = o["validation_negatives"].get("ours", {})
     print(f"operating point: accepted right {ours['accepted_right']:.4f} | accepted as a "
           f"wrong value {ours['accepted_wrong']:.4f}")
-    from host_training import nearood, other_notes
+    from host_training.openset import nearood, other_notes
 
     print(f"far (no note): validation negatives accepted {neg.get('false_accept')} | "
           f"negative set accepted {o['negative_set'].get('ours', {}).get('false_accept')}")
@@ -124,19 +124,19 @@ def cmd_train(a: argparse.Namespace) -> int:
         log.warning("this bundle has no reject path for things that are not one of its "
                     "classes: train with --negatives DIR (and --boxes FILE) to give it one")
     if not a.no_compile:
-        from host_training.compiler import compile_model, find_compiler
+        from host_training.edgetpu.compiler import compile_model, find_compiler
 
         if find_compiler():
             compile_model(s.out)
         else:
-            from host_training.compiler import INSTALL_HELP
+            from host_training.edgetpu.compiler import INSTALL_HELP
 
             log.warning("not compiled for the Edge TPU: %s", INSTALL_HELP)
     return 0
 
 
 def cmd_inspect(a: argparse.Namespace) -> int:
-    from host_training.tflite_model import inspect_model, load_tflite
+    from host_training.train.tflite_model import inspect_model, load_tflite
 
     path = Path(a.model)
     if path.is_dir():  # a bundle: its Edge TPU model when compiled, else the CPU one
@@ -172,8 +172,8 @@ def cmd_inspect(a: argparse.Namespace) -> int:
 
 
 def cmd_check_edgetpu(a: argparse.Namespace) -> int:
-    from host_training.edgetpu_check import analyse, format_report
-    from host_training.tflite_model import load_tflite
+    from host_training.edgetpu.edgetpu_check import analyse, format_report
+    from host_training.train.tflite_model import load_tflite
 
     result = analyse(load_tflite(a.model), multiple_subgraphs=a.multiple_subgraphs)
     print(json.dumps(result) if a.json else format_report(result))
@@ -183,14 +183,14 @@ def cmd_check_edgetpu(a: argparse.Namespace) -> int:
 
 
 def cmd_compile(a: argparse.Namespace) -> int:
-    from host_training.compiler import compile_model
+    from host_training.edgetpu.compiler import compile_model
 
     result = compile_model(Path(a.model), timeout=a.timeout)
     return 0 if result["compiled"] else 1
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from host_training.evaluate import evaluate_model
+    from host_training.train.evaluate import evaluate_model
 
     result = evaluate_model(Path(a.model), Path(a.data) if a.data else None,
                             Path(a.labels) if a.labels else None,
@@ -206,7 +206,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if "negatives" in result:
         print(f"far: negatives {result['negatives']['false_accept']:.4f} accepted as a note "
               f"(n={result['negatives']['n_negatives']})")
-    from host_training import nearood, other_notes
+    from host_training.openset import nearood, other_notes
 
     if result.get("other_notes"):
         print(other_notes.summary(result["other_notes"]))
@@ -226,7 +226,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_negative_set(a: argparse.Namespace) -> int:
-    from host_training.negset import build_from_folders, build_negative_set
+    from host_training.train.negset import build_from_folders, build_negative_set
 
     if a.sources:
         counts = build_from_folders(Path(a.out), [Path(f) for f in a.sources], a.views, a.seed)

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from host_training.dataset import data_sources, load_dataset, union_folder
+from host_training.train.dataset import data_sources, load_dataset, union_folder
 
 from .conftest import PYTHON, ROOT, Recorder
 from .test_deploy import sshd  # noqa: F401 (the fixture: a real sshd on a free port)
@@ -22,7 +22,7 @@ from .webutil import get_json, http, wait_until, web_daemon
 
 def collect(sshd, remote, out, *extra):  # noqa: F811
     return subprocess.run(
-        [PYTHON, "-m", "host_training.collect", "--host", sshd["host"], "--ssh-opts",
+        [PYTHON, "-m", "host_training.fleet.collect", "--host", sshd["host"], "--ssh-opts",
          sshd["opts"], "--remote", str(remote), "--out", str(out), *extra],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
 

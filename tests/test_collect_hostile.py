@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from host_training.collect import merge
+from host_training.fleet.collect import merge
 
 from .conftest import ROOT
 from .test_collect import collect
@@ -116,7 +116,7 @@ def test_make_collect_quotes_its_arguments(tmp_path, var, value):
 def test_collect_refuses_option_like_hosts(tmp_path):
     from .conftest import PYTHON
 
-    r = subprocess.run([PYTHON, "-m", "host_training.collect", "--host",
+    r = subprocess.run([PYTHON, "-m", "host_training.fleet.collect", "--host",
                         "-oProxyCommand=touch x", "--out", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "is not an ssh destination" in r.stderr

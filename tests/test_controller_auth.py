@@ -61,7 +61,7 @@ def test_rollout_and_deploy_log_in_with_config(tmp_path, secure_broker, daemon_f
                      "vend-7 running")
         v0_sha = served(rec)
         v1 = variant(DEMO, tmp_path / "v1", "1.0.1", b"R1")
-        base = [PYTHON, "-m", "host_training.rollout", "--model", str(v1), "--device",
+        base = [PYTHON, "-m", "host_training.fleet.rollout", "--model", str(v1), "--device",
                 "vend-7", "--allow-cpu", "--serve-address", "127.0.0.1", "--health", "1",
                 "--timeout", "60"]
         # anonymous (no --config): refused, and told what to give
@@ -78,7 +78,7 @@ def test_rollout_and_deploy_log_in_with_config(tmp_path, secure_broker, daemon_f
         # deploy over ssh, confirmed over the same secure broker with --config
         v2 = variant(DEMO, tmp_path / "v2", "1.0.2", b"R2")
         r = subprocess.run(
-            [PYTHON, "-m", "host_training.deploy", "deploy", "--host", sshd["host"],
+            [PYTHON, "-m", "host_training.fleet.deploy", "deploy", "--host", sshd["host"],
              "--ssh-opts", sshd["opts"], "--root", str(root), "--device-id", "vend-7",
              "--reload-cmd", f"kill -HUP {d.proc.pid}", "--config", str(ctl),
              "--model", str(v2), "--allow-cpu", "--timeout", "60"],

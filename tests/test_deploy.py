@@ -100,7 +100,7 @@ def device(tmp_path, broker, daemon_factory):
 def deploy(sshd, device, *args, command="deploy", reload_cmd=None, timeout=30):
     pid = device["daemon"].proc.pid
     return subprocess.run(
-        [PYTHON, "-m", "host_training.deploy", command, "--host", sshd["host"], "--ssh-opts",
+        [PYTHON, "-m", "host_training.fleet.deploy", command, "--host", sshd["host"], "--ssh-opts",
          sshd["opts"], "--root", str(device["root"]), "--device-id", "dev-1",
          "--reload-cmd", reload_cmd or f"kill -HUP {pid}",
          "--broker", f"127.0.0.1:{device['port']}", "--timeout", str(timeout), *args],
@@ -192,7 +192,8 @@ def test_fleet_stops_at_the_first_failure(tmp_path, sshd, device):
     new = variant(DEMO, tmp_path / "v4", "4.0.0", b"&")
     pid = device["daemon"].proc.pid
     r = subprocess.run(
-        [PYTHON, "-m", "host_training.deploy", "deploy", "--host", "nobody@127.0.0.1", "--host",
+        [PYTHON, "-m", "host_training.fleet.deploy", "deploy", "--host", "nobody@127.0.0.1",
+         "--host",
          sshd["host"], "--ssh-opts", sshd["opts"], "--root", str(device["root"]),
          "--device-id", "dev-1", "--reload-cmd", f"kill -HUP {pid}", "--broker",
          f"127.0.0.1:{device['port']}", "--model", str(new), "--allow-cpu"],
@@ -296,7 +297,7 @@ def test_5_hosts_cannot_become_ssh_options_or_shell_commands(tmp_path, sshd, dev
     quotes HOST, so HOST='pi@x;cmd' never runs cmd."""
     marker = tmp_path / "injected"
     r = subprocess.run(
-        [PYTHON, "-m", "host_training.deploy", "rollback", "--host",
+        [PYTHON, "-m", "host_training.fleet.deploy", "rollback", "--host",
          f"-oProxyCommand=touch {marker}", "--timeout", "2"],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not starting with '-'" in r.stderr, r.stderr
@@ -426,7 +427,7 @@ def test_1_unprivileged_deploy_into_the_installed_layout(tmp_path, sshd, broker,
         new = variant(DEMO, tmp_path / "v1", "1.5.0", b"u")
         sha = sha_of(new)
         r = subprocess.run(
-            [PYTHON, "-m", "host_training.deploy", "deploy", "--host",
+            [PYTHON, "-m", "host_training.fleet.deploy", "deploy", "--host",
              f"{DEPLOYER}@127.0.0.1", "--ssh-opts", sshd["opts"], "--root", str(state),
              "--device-id", "dev-1u", "--reload-cmd", "mqtt", "--broker",
              f"127.0.0.1:{broker.port}", "--timeout", "30", "--model", str(new),
@@ -487,7 +488,7 @@ def test_the_first_deploy_starts_the_service(tmp_path, sshd, broker):
     rec = Recorder(broker.port, "coral-classifier/dev-first/#")
     try:
         r = subprocess.run(
-            [PYTHON, "-m", "host_training.deploy", "deploy", "--host", sshd["host"],
+            [PYTHON, "-m", "host_training.fleet.deploy", "deploy", "--host", sshd["host"],
              "--ssh-opts", sshd["opts"], "--root", str(root), "--device-id", "dev-first",
              "--start-cmd", start, "--reload-cmd", "false", "--broker",
              f"127.0.0.1:{broker.port}", "--timeout", "60", "--model", str(new),

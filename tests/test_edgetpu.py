@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 
 from device.bundle import TPU_MODEL, load_bundle
-from host_training.compiler import parse_report
-from host_training.edgetpu_check import (
+from host_training.edgetpu.compiler import parse_report
+from host_training.edgetpu.edgetpu_check import (
     DATA_TYPE,
     MAPPED,
     NOT_SUPPORTED,
@@ -22,7 +22,7 @@ from host_training.edgetpu_check import (
     partition,
     status_counts,
 )
-from host_training.tflite_model import EDGETPU_CUSTOM_OP, load_tflite
+from host_training.train.tflite_model import EDGETPU_CUSTOM_OP, load_tflite
 
 from .conftest import CORAL_MODELS, ROOT, run_cli
 

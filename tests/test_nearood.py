@@ -6,9 +6,9 @@ import numpy as np
 
 from device.bundle import load_bundle
 from device.tools import synthetic
-from host_training import nearood
-from host_training.evaluate import evaluate_model
-from host_training.other_notes import EVAL, TRAIN, load_other, split_part
+from host_training.openset import nearood
+from host_training.openset.other_notes import EVAL, TRAIN, load_other, split_part
+from host_training.train.evaluate import evaluate_model
 
 from .conftest import run_cli
 

@@ -19,11 +19,11 @@ from device.openset import (
 )
 from device.policy import judge
 from device.tools import synthetic
-from host_training import calibrate
-from host_training.augment import augment, augment_batch, paste
-from host_training.dataset import DatasetError
-from host_training.report import series_section
-from host_training.samples import (
+from host_training.openset import calibrate
+from host_training.train.augment import augment, augment_batch, paste
+from host_training.train.dataset import DatasetError
+from host_training.train.report import series_section
+from host_training.train.samples import (
     BACKGROUND,
     CROP,
     JIGSAW,
@@ -35,7 +35,7 @@ from host_training.samples import (
     series_by_class,
     series_of,
 )
-from host_training.settings import Augment
+from host_training.train.settings import Augment
 
 from .conftest import run_cli
 

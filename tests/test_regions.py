@@ -170,7 +170,7 @@ def test_motion_gating_classifies_only_the_moving_stretches(tmp_path, broker, da
 
 def test_trainer_crops_training_images_like_the_device(tmp_path):
     """coral-train --roi: the same numbers cut the same pixels as [[camera.roi]]."""
-    from host_training.dataset import load_dataset
+    from host_training.train.dataset import load_dataset
 
     for cls, colour in (("a", (200, 10, 10)), ("b", (10, 200, 10))):
         (tmp_path / cls).mkdir()

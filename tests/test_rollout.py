@@ -14,8 +14,8 @@ from .test_deploy import DEMO, variant
 @pytest.fixture(scope="module")
 def devices(tmp_path_factory, broker):
     from device.tools.synthetic import write_sequence
-    from host_training.keys import make_keys
-    from host_training.serve import public_key_b64
+    from host_training.fleet.keys import make_keys
+    from host_training.fleet.serve import public_key_b64
 
     tmp = tmp_path_factory.mktemp("rollout")
     key, _ = make_keys(tmp / "keys")  # devices require signed updates (issue 22)

@@ -66,7 +66,7 @@ def test_epoch_progress_bar_with_eta_or_one_line_per_epoch(capsys, caplog):
     import keras
     import numpy as np
 
-    from host_training.progress import EpochProgress
+    from host_training.train.progress import EpochProgress
 
     log = logging.getLogger("host_training.test")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])

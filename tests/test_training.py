@@ -10,7 +10,7 @@ import pytest
 from device.bundle import load_bundle
 from device.inference import create_classifier
 from device.tools.synthetic import CLASSES, write_dataset
-from host_training.dataset import DatasetError, load_dataset, stratified_split
+from host_training.train.dataset import DatasetError, load_dataset, stratified_split
 
 from .conftest import SHARED, run_cli
 
@@ -165,7 +165,7 @@ def test_augmentation_is_configurable_from_the_cli(tmp_path):
     r = run_cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--zoom", "1.5",
                 module="host_training")
     assert r.returncode == 2 and "--zoom" in r.stderr  # validated like every setting
-    from host_training.settings import make_settings
+    from host_training.train.settings import make_settings
 
     s = make_settings(data=tmp_path, out=tmp_path / "o", augment={"flip": True, "rot90": False})
     assert s.augment.flip and not s.augment.rot90 and s.augment.zoom == 0.3

@@ -1,5 +1,5 @@
 """Pull updates end to end (issue 14): a real daemon, a real mosquitto, cmd/update fetching
-from a local HTTP server (host_training.serve), and the device's own switch, self-test in
+from a local HTTP server (host_training.fleet.serve), and the device's own switch, self-test in
 the inference worker, confirmation and rollback. Devices require signed envelopes (issue
 22: signing is on by default); `publish` signs what the tests send."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from host_training.serve import BundleServer, pack, public_key_b64, signed_request
+from host_training.fleet.serve import BundleServer, pack, public_key_b64, signed_request
 
 from .conftest import Recorder, write_config
 from .test_deploy import DEMO, variant

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from host_training.serve import BundleServer, signed_request
+from host_training.fleet.serve import BundleServer, signed_request
 
 from .conftest import PYTHON, ROOT, Recorder, write_config
 from .test_disk import can_mount_tmpfs
@@ -472,7 +472,7 @@ def test_signed_by_default_and_envelopes_bind_device_time_and_version(
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
-    from host_training.keys import make_keys
+    from host_training.fleet.keys import make_keys
 
     d = tmp_path_factory.mktemp("keys")
     return {"good": make_keys(d, "good")[0], "other": make_keys(d, "other")[0]}

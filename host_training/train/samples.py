@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from device.images import IMAGE_SUFFIXES, decode_image
 from device.processing import resize
-from host_training.dataset import DatasetError
+from host_training.train.dataset import DatasetError
 
 log = logging.getLogger(__name__)
 BACKGROUND = "background"

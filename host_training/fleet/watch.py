@@ -16,7 +16,7 @@ from device.errors import CoralError
 from device.messages import ReplyPayload, StatusPayload
 from device.mqtt.topics import Topics
 
-log = logging.getLogger("host_training.deploy")
+log = logging.getLogger("host_training.fleet.deploy")
 
 
 class WatchError(CoralError):

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-log = logging.getLogger("host_training.rollout")
+log = logging.getLogger("host_training.fleet.rollout")
 
 
 def pack(bundle_dir: Path, out: Path) -> str:

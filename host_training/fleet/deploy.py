@@ -24,7 +24,7 @@ from pathlib import Path
 from device.bundle import TPU_MODEL, Bundle, load_bundle
 from device.errors import CoralError
 from device.tools.fleet import CONFIG_HELP, load_mqtt
-from host_training.remote import (
+from host_training.fleet.remote import (
     NONCE_FILE,
     PENDING,
     DeployError,
@@ -33,9 +33,9 @@ from host_training.remote import (
     check_version,
     version_dir,
 )
-from host_training.watch import DeviceWatch
+from host_training.fleet.watch import DeviceWatch
 
-log = logging.getLogger("host_training.deploy")
+log = logging.getLogger("host_training.fleet.deploy")
 MQTT_RELOAD = "mqtt"  # --reload-cmd mqtt: send cmd/reload with the nonce over the broker
 
 __all__ = ["DeployError", "Target", "UsageError", "deploy_one", "main", "rollback"]
@@ -45,8 +45,8 @@ def verify_locally(path: Path, allow_cpu: bool) -> Bundle:
     """Refuse a bundle before anything leaves this machine."""
     from device.inference import create_classifier
     from device.selftest import self_test
-    from host_training.edgetpu_check import analyse
-    from host_training.tflite_model import load_tflite
+    from host_training.edgetpu.edgetpu_check import analyse
+    from host_training.train.tflite_model import load_tflite
 
     bundle = load_bundle(path)  # every sha256
     check_version(bundle.version)  # before anything is written anywhere

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from host_training.settings import Augment
+from host_training.train.settings import Augment
 
 
 def _warp(img: np.ndarray, a: Augment, rng: np.random.Generator) -> np.ndarray:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from host_training import calibrate
+from host_training.openset import calibrate
 
 log = logging.getLogger(__name__)
 KNN_K = 5

@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import keras
 
-    from host_training import model as M
-    from host_training.dataset import load_dataset, stratified_sample
-    from host_training.settings import make_settings
+    from host_training.train import model as M
+    from host_training.train.dataset import load_dataset, stratified_sample
+    from host_training.train.settings import make_settings
 
     s = make_settings(data=args.data, out="/tmp/bench-train", input_size=args.input_size,
                       weights=args.weights, feature_copies=4, patience=100)
@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # What another camera sees: a linear head on these cached features, trained without one
     # photo series and tested on it, next to the same head on an ordinary split.
-    from host_training.calibrate import loso
-    from host_training.dataset import stratified_split
-    from host_training.samples import FRAME, series_of
+    from host_training.openset.calibrate import loso
+    from host_training.train.dataset import stratified_split
+    from host_training.train.samples import FRAME, series_of
 
     series = [series_of(p) for p in ds.paths]
     tr, va = stratified_split(ds.labels, 0.2, 0)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     loso_s = time.perf_counter() - t0
     # Near: how often a note the head was never taught is accepted (leave one class out),
     # through the bundle's rule; far needs negatives, which this sample has none of.
-    from host_training import nearood
+    from host_training.openset import nearood
 
     t0 = time.perf_counter()
     lodo = nearood.lodo([v[tr] for v in feats], ds.labels[tr], feats[0][va], ds.labels[va],

@@ -135,7 +135,7 @@ def open_set_section(manifest: dict) -> list[str]:
             per = ", ".join(f"{c} {v['recall']:.2f}" for c, v in r["per_class"].items())
             lines.append(f"| {k} | {r['n']} | {_pct(r['accuracy'])} | {per} |")
     lines += ["", "![operating curves](operating_curves.png)", ""]
-    from host_training import nearood, other_notes
+    from host_training.openset import nearood, other_notes
 
     lines += nearood.section(o.get("lodo"))
     lines += other_notes.section(o.get("other_notes"), manifest["training"]["settings"]

@@ -3,7 +3,7 @@
 Phase 1 trains only the head, on base features computed once (a few augmented copies per
 image) instead of every epoch: the frozen base gives the same output each epoch, so
 recomputing it is pure waste. Phase 2 fine-tunes the upper base end to end with online
-augmentation (host_training.augment, numpy + OpenCV), batch norm frozen. The exported
+augmentation (host_training.train.augment, numpy + OpenCV), batch norm frozen. The exported
 model adds a class-mean cosine similarity output for the reject path.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from host_training.settings import TrainSettings
+from host_training.train.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def extract_features(built: Built, images: np.ndarray, s: TrainSettings, augment
     Batches are sliced from numpy directly: a tf.data pipeline would embed the whole
     image array in a new graph on every call, which costs more than the pass itself.
     """
-    from host_training.augment import augment_batch
+    from host_training.train.augment import augment_batch
 
     rng = np.random.default_rng(seed)
     net = model or built.extractor
@@ -171,7 +171,7 @@ def _loss(s: TrainSettings):
 
 
 def _fit_log(phase: str):
-    from host_training.progress import EpochProgress  # a bar with ETA at a terminal
+    from host_training.train.progress import EpochProgress  # a bar with ETA at a terminal
 
     return EpochProgress(phase, log)
 
@@ -231,7 +231,7 @@ def _layer_index(base: keras.Model, which: int | str) -> int:
 def _stream(images: np.ndarray, y: np.ndarray, w: np.ndarray, s: TrainSettings,
             extras: Extras | None, steps: int):
     """Endless (x, y, sample_weight) batches, freshly augmented, `steps` per epoch."""
-    from host_training.augment import augment_batch
+    from host_training.train.augment import augment_batch
 
     rng = np.random.default_rng(s.seed)
     order: list[int] = []

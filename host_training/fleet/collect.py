@@ -26,7 +26,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-log = logging.getLogger("host_training.collect")
+log = logging.getLogger("host_training.fleet.collect")
 
 REMOTE = "/var/lib/coral-classifier/dataset"  # systemd's StateDirectory=coral-classifier
 MAX_SIZE = 20 << 20  # a saved frame is well under 1 MB; anything this big is not one

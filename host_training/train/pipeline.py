@@ -22,16 +22,17 @@ from tqdm import tqdm
 from device.bundle import CPU_MODEL, LABELS, write_manifest
 from device.errors import CoralError
 from device.openset import OperatingPoint, read_outputs
-from host_training import calibrate, metrics, nearood, report
-from host_training.dataset import (
+from host_training.openset import calibrate, nearood
+from host_training.train import metrics, report
+from host_training.train.dataset import (
     Dataset,
     class_weights,
     load_dataset,
     stratified_sample,
     stratified_split,
 )
-from host_training.evaluate import open_classifier
-from host_training.samples import (
+from host_training.train.evaluate import open_classifier
+from host_training.train.samples import (
     FOREIGN,
     FRAME,
     MINED,
@@ -44,7 +45,7 @@ from host_training.samples import (
     series_of,
     split_pool,
 )
-from host_training.settings import TrainSettings
+from host_training.train.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 ATTRIBUTION_FILES = ("README.dataset.txt", "LICENSE", "LICENSE.txt", "ATTRIBUTION.txt")
@@ -140,7 +141,7 @@ def load_open_set(s: TrainSettings, train: Dataset, val: Dataset) -> OpenSet:
     if s.other_exposure:
         # outlier exposure: real notes of other currencies (the part of --other that may be
         # trained on) as background, pasted onto scenes like the crops of our notes
-        from host_training import other_notes
+        from host_training.openset import other_notes
 
         notes = other_notes.load_other(s.other, s.input_size, names, (other_notes.TRAIN,),
                                        s.resize)
@@ -181,8 +182,8 @@ def run_training(s: TrainSettings) -> dict:
     negative_eval = (load_negatives(s.negative_eval, s.input_size, -1, by_folder=True)
                      if s.negative_eval else None)
 
-    from host_training import model as M
-    from host_training.quantize import quantize
+    from host_training.train import model as M
+    from host_training.train.quantize import quantize
 
     names = opens.class_names
     n = len(names)
@@ -284,8 +285,8 @@ def run_training(s: TrainSettings) -> dict:
                          "history": history.phases, "started": started.isoformat()},
             "golden": golden,
         }
-        from host_training.edgetpu_check import analyse
-        from host_training.tflite_model import load_tflite
+        from host_training.edgetpu.edgetpu_check import analyse
+        from host_training.train.tflite_model import load_tflite
 
         check = analyse(load_tflite(stage / CPU_MODEL))
         manifest["edgetpu_check"] = {k: check[k] for k in ("tpu_ops", "cpu_ops", "verdict")}
@@ -393,7 +394,7 @@ def _lodo(cache: dict | None, train_y: np.ndarray, val_y: np.ndarray, names,
 def _other_notes(clf, point: OperatingPoint, names, s: TrainSettings) -> dict:
     """The bundle's verdicts on real notes that are not ours: the evaluation part of
     --other's irr/eur and its vnd-phone photos (never trained on)."""
-    from host_training import other_notes
+    from host_training.openset import other_notes
 
     other = other_notes.load_other(s.other, s.input_size, names, parts=(other_notes.EVAL,),
                                    resize_policy=s.resize)

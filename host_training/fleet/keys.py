@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-log = logging.getLogger("host_training.keys")
+log = logging.getLogger("host_training.fleet.keys")
 
 
 def make_keys(folder: Path, name: str = "update") -> tuple[Path, Path]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from device.errors import CoralError
 
-log = logging.getLogger("host_training.deploy")
+log = logging.getLogger("host_training.fleet.deploy")
 
 # user@host, host, user@[v6]; never starting with '-', no shell or ssh metacharacters
 _HOST = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9._-]{0,63}@)?"

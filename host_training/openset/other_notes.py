@@ -28,7 +28,7 @@ import numpy as np
 
 from device.images import IMAGE_SUFFIXES, decode_image
 from device.processing import resize
-from host_training.dataset import DatasetError
+from host_training.train.dataset import DatasetError
 
 log = logging.getLogger(__name__)
 CURRENCIES = ("irr", "eur")
@@ -148,7 +148,7 @@ def section(fig: dict | None, root: str | None = None) -> list[str]:
         return []
     lines = ["## Near: real notes that are not ours", "",
              f"Photos from {root or 'banknotes-other'}; irr/eur split by denomination "
-             "(host_training/other_notes.py): only the evaluation part is shown, never "
+             "(host_training/openset/other_notes.py): only the evaluation part is shown, never "
              "trained on. `vnd-phone/untaught` are VND notes the model was never taught: "
              "every one must be refused.", "",
              "| group | n | accepted as a note | taken for |", "|---|---:|---:|---|"]

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from device.errors import CoralError
 from device.tools.fleet import CONFIG_HELP, load_mqtt
-from host_training.remote import DeployError, UsageError, check_version
-from host_training.watch import DeviceWatch
+from host_training.fleet.remote import DeployError, UsageError, check_version
+from host_training.fleet.watch import DeviceWatch
 
-log = logging.getLogger("host_training.rollout")
+log = logging.getLogger("host_training.fleet.rollout")
 
 
 def advertised_host(broker_host: str) -> str:
@@ -98,8 +98,8 @@ def rollout(model: Path, devices: list[str], broker: str, *, allow_cpu: bool = F
             sign_key: Path | None = None, health: float = 30.0, timeout: float = 300.0,
             prefix: str = "", mqtt=None) -> None:
     from device.tools.fleet import broker_config
-    from host_training.deploy import verify_locally
-    from host_training.serve import BundleServer, pack, signed_request
+    from host_training.fleet.deploy import verify_locally
+    from host_training.fleet.serve import BundleServer, pack, signed_request
 
     bundle = verify_locally(model, allow_cpu)
     check_version(bundle.version)

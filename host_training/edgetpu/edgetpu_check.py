@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from host_training.tflite_model import EDGETPU_CUSTOM_OP, Op, Subgraph, TFLiteModel
+from host_training.train.tflite_model import EDGETPU_CUSTOM_OP, Op, Subgraph, TFLiteModel
 
 NOT_SUPPORTED = "Operation not supported"
 UNSPECIFIED = "Operation is otherwise supported, but not mapped due to some unspecified limitation"

@@ -12,8 +12,9 @@ from device.bundle import load_bundle
 from device.inference import TFLiteClassifier
 from device.openset import fallback_point, operating_point, read_outputs
 from device.runtimes import cpu_interpreter
-from host_training import calibrate, metrics
-from host_training.dataset import DatasetError, load_dataset
+from host_training.openset import calibrate
+from host_training.train import metrics
+from host_training.train.dataset import DatasetError, load_dataset
 
 
 def open_classifier(model_path: Path, labels: Path | None = None, num_threads: int = 2,
@@ -74,7 +75,7 @@ def evaluate_model(model_path: Path, data: Path | None, labels: Path | None = No
         out["decision"] = calibrate.decision_report(verdicts, ds.labels, names, never)
         out["accepted"] = [v.accepted for v in verdicts]
     if negatives is not None:
-        from host_training.samples import load_negatives
+        from host_training.train.samples import load_negatives
 
         pool = load_negatives(negatives, clf.width, -1, by_folder=True)
         images, _ = pool.arrays(clf.width)
@@ -87,7 +88,7 @@ def evaluate_model(model_path: Path, data: Path | None, labels: Path | None = No
                            for g in sorted(set(groups))}
         out["negatives"] = rep
     if other is not None:
-        from host_training import other_notes
+        from host_training.openset import other_notes
 
         notes = other_notes.load_other(other, clf.width, names, parts=(other_notes.EVAL,),
                                        resize_policy=clf.resize_policy)

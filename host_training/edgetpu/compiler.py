@@ -120,8 +120,8 @@ def run_compiler(exe: str, model: Path, timeout: int = 600) -> tuple[Path, Compi
 
 def compile_model(target: Path, timeout: int = 600) -> dict:
     """`coral-train compile`: compile a bundle (updating its manifest) or a bare .tflite."""
-    from host_training.edgetpu_check import analyse, format_report
-    from host_training.tflite_model import load_tflite
+    from host_training.edgetpu.edgetpu_check import analyse, format_report
+    from host_training.train.tflite_model import load_tflite
 
     target = Path(target)
     is_bundle = target.is_dir()

@@ -1,0 +1,1 @@
+"""The reject path: calibrating the operating point and measuring near and far OOD."""

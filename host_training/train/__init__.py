@@ -1,0 +1,1 @@
+"""Training: image folder -> MobileNetV2 -> int8 TFLite bundle, and its evaluation."""
