@@ -289,6 +289,10 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         **manifest,
         "files": files,
     }
+    try:
+        Manifest.model_validate(out)
+    except ValidationError as err:
+        raise _manifest_error(root / MANIFEST, err) from None
     tmp = root / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(out, indent=2) + "\n")
     tmp.replace(root / MANIFEST)
