@@ -28,7 +28,7 @@ import numpy as np
 from device.images import decode_image
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORAL_IMAGES = ROOT.parent / "shared" / "images" / "coral"
 SKIMAGE_PHOTOS = (
     "astronaut.png", "brick.png", "camera.png", "chelsea.png", "chessboard_RGB.png",
