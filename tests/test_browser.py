@@ -28,7 +28,7 @@ from .webutil import get_json, http, wait_until
 
 PHOTOS = ROOT / "demo" / "banknotes-vnd"
 BIRD = SHARED / "images" / "coral" / "bird.bmp"  # the flagship: out of distribution
-UNTAUGHT = SHARED / "datasets" / "banknotes-other" / "vnd-phone" / "2000_vnd" / "2k.jpg"
+UNTAUGHT = SHARED / "datasets" / "banknotes-other" / "vnd-phone" / "2000_vnd" / "2k3.jpg"
 FLAGSHIP = ROOT / "compiled_models" / "banknotes-vnd"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
