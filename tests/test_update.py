@@ -13,7 +13,7 @@ import pytest
 
 from host_training.fleet.serve import BundleServer, pack, public_key_b64, signed_request
 
-from .conftest import Recorder, write_config
+from .conftest import Recorder, wait_until, write_config
 from .test_deploy import DEMO, variant
 
 
@@ -299,9 +299,10 @@ def test_one_lock_for_push_and_pull_and_a_rollback_command(tmp_path, device, ser
     b, archive, sha = bundle_archive(tmp_path, "lk", "7.5.0", b"l")
     name = f"7.5.0-{model_sha(b)[:12]}"  # named as `make deploy` names it
     url = f"http://127.0.0.1:{server.port}{server.add(archive)}"
-    holder = subprocess.Popen(["flock", str(device["models"] / ".deploy.lock"), "sleep", "4"])
+    lock = device["models"] / ".deploy.lock"
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "4"])
     try:
-        time.sleep(0.5)
+        wait_until(lambda: lock_held(lock), 10, "flock holding the deploy's lock")
         t0 = time.monotonic()
         publish(device, {"url": url, "sha256": sha, "version": "7.5.0",
                      "size": archive.stat().st_size, "id": "l1"})
@@ -317,3 +318,16 @@ def test_one_lock_for_push_and_pull_and_a_rollback_command(tmp_path, device, ser
     assert links(device) == {"current": "v0", "previous": name}
     device["rec"].wait_for(lambda rr: served(device) == r["model"]["sha256"], 10)
     still_classifying(device)
+
+
+def lock_held(path) -> bool:
+    """Someone holds an flock on path (a non-blocking try fails)."""
+    import fcntl
+
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False

@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -157,8 +156,8 @@ def listening_ports(pid: int) -> set[int]:
 
 def test_disabled_web_page_listens_nowhere(tmp_path, broker, daemon_factory):
     d, _, _ = web_daemon(tmp_path, broker.port, daemon_factory, web=None)
-    wait_until(lambda: "model demo-notes" in d.output(), 60, "the daemon started")
-    time.sleep(1.0)
+    # set up (the web page would have been attached by now) and talking to the broker
+    wait_until(lambda: "MQTT connected" in d.output(), 60, "the daemon started")
     assert d.proc.poll() is None and listening_ports(d.proc.pid) == set()
     assert "web page on" not in d.output()
     d.stop()
