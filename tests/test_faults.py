@@ -203,13 +203,15 @@ def test_a_failing_on_connect_step_does_not_kill_mqtt(broker):
         raise sqlite3.DatabaseError("database disk image is malformed")
 
     pub.on_connected += [corrupt_page, later.set]
-    pub.on_puback = lambda mid: (_ for _ in ()).throw(OSError("disk full at PUBACK"))
     rec = Recorder(broker.port, "coral-classifier/hook/#")
     pub.start()
     try:
         assert pub.wait_connected(10)
         assert later.wait(10), "the other on-connect steps still run"
         assert pub.callback_errors >= 1 and "malformed" in pub.last_error
+        # only now a failing PUBACK handler: the PUBACK of the retained "online" could
+        # otherwise overwrite last_error before the check above (a race on a busy machine)
+        pub.on_puback = lambda mid: (_ for _ in ()).throw(OSError("disk full at PUBACK"))
         ok, _ = pub.publish_qos1("coral-classifier/hook/x", b"1")  # its PUBACK raises too
         pub.publish("coral-classifier/hook/y", b"2", qos=1)
         rec.wait_for(lambda r: r.on("/y"), 10, "a publish after the failures")
