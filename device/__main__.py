@@ -194,7 +194,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         verdict = judge(point, clf.bundle.labels, read_outputs(clf.interpreter))
         total = (time.perf_counter() - t0) * 1e3
         result = messages.Result(seq, time.time(), c, (t1 - t0) * 1e3, total)
-        payload = messages.result_payload(result, model, clf.backend)
+        payload = messages.result_message(result, model, clf.backend).model_dump()
         ood = verdict.ood_score  # unrounded: re-deciding from it must agree with accepted
         if args.json:
             print(json.dumps({"image": str(path), **payload, "accepted": verdict.accepted,

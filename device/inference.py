@@ -6,6 +6,7 @@ in how the interpreter is made; everything after that is one class.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -47,7 +48,9 @@ class Postprocess:
     min_score: float
 
     def __call__(self, raw: np.ndarray) -> tuple[processing.Class, ...]:
-        scores = processing.dequantize(raw, self.scale, self.zero_point)
+        return self.rank(processing.dequantize(raw, self.scale, self.zero_point))
+
+    def rank(self, scores: np.ndarray) -> tuple[processing.Class, ...]:
         return processing.top_k(scores, self.labels, self.k, self.min_score)
 
 
@@ -64,15 +67,19 @@ class Inference:
     postprocess: Postprocess
     extra: tuple[np.ndarray, ...] = ()  # further outputs, dequantized (e.g. OOD similarities)
 
+    @functools.cached_property
+    def scores(self) -> np.ndarray:
+        """The class output dequantized, once: ranking and judging both read it."""
+        p = self.postprocess
+        return processing.dequantize(self.raw, p.scale, p.zero_point).reshape(-1)
+
     def outputs(self) -> list[np.ndarray]:
         """Every output dequantized, in the model's order: what policy.judge() takes."""
-        p = self.postprocess
-        return [processing.dequantize(self.raw, p.scale, p.zero_point).reshape(-1),
-                *self.extra]
+        return [self.scores, *self.extra]
 
     def classify(self) -> Classification:
         t0 = time.perf_counter()
-        ranked = self.postprocess(self.raw)
+        ranked = self.postprocess.rank(self.scores)
         return Classification(ranked, self.preprocess_ms, self.inference_ms,
                               (time.perf_counter() - t0) * 1e3)
 

@@ -224,9 +224,10 @@ def model_info(bundle) -> dict[str, str]:
     return {"name": bundle.name, "version": bundle.version, "sha256": bundle.sha256}
 
 
-def result_payload(result: Result, model: dict[str, str], backend: str,
-                   verdict=None, roi: str = "") -> dict[str, Any]:
-    """verdict: the openset.Verdict of this frame, when the caller judged it."""
+def result_message(result: Result, model: dict[str, str], backend: str,
+                   verdict=None, roi: str = "") -> ResultPayload:
+    """verdict: the openset.Verdict of this frame, when the caller judged it. The model,
+    not a dict: the stream publishes it straight to JSON (pydantic's serializer)."""
     c = result.classification
     best = c.best
     return ResultPayload(
@@ -239,13 +240,11 @@ def result_payload(result: Result, model: dict[str, str], backend: str,
                            inference=round(c.inference_ms, 3),
                            postprocess=round(c.postprocess_ms, 3),
                            total=round(result.total_ms, 3)),
-        accepted=verdict.accepted if verdict is not None else None,
-        # unrounded: a controller re-deciding from the published number must agree
-        ood_score=verdict.ood_score if verdict is not None else None,
-        reason=verdict.reason if verdict is not None else None,
-        verdict=verdict.verdict if verdict is not None else None,
-        explanation=verdict.explanation if verdict is not None else None,
-        roi=roi or None).model_dump(exclude_none=False)
+        roi=roi or None, **({} if verdict is None else dict(
+            accepted=verdict.accepted, reason=verdict.reason, verdict=verdict.verdict,
+            explanation=verdict.explanation,
+            # unrounded: a controller re-deciding from the published number must agree
+            ood_score=verdict.ood_score)))
 
 
 def event_payload(event: Event, model: dict[str, str], device_id: str,

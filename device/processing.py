@@ -119,7 +119,7 @@ def quantize_input(rgb: np.ndarray, dtype: np.dtype, out: np.ndarray | None = No
 def dequantize(raw: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """Quantized output tensor -> float scores (as pycoral's classify.get_scores)."""
     raw = np.asarray(raw).reshape(-1)
-    if np.issubdtype(raw.dtype, np.floating) or not scale:
+    if raw.dtype.kind == "f" or not scale:  # (np.issubdtype costs more than the rest)
         return raw.astype(np.float32, copy=False)
     return (raw.astype(np.float32) - zero_point) * np.float32(scale)
 
@@ -131,9 +131,11 @@ def top_k(
     k = min(k, scores.shape[0])
     if k <= 0:
         return ()
-    # argpartition is O(n): cheap even for ImageNet's 1001 classes.
-    idx = np.argpartition(-scores, k - 1)[:k] if k < scores.shape[0] else np.arange(k)
-    idx = idx[np.lexsort((idx, -scores[idx]))]
+    if scores.shape[0] <= 64:  # a stable sort keeps the lower id first on ties
+        idx = np.argsort(-scores, kind="stable")[:k]
+    else:  # argpartition is O(n): cheap even for ImageNet's 1001 classes
+        idx = np.argpartition(-scores, k - 1)[:k] if k < scores.shape[0] else np.arange(k)
+        idx = idx[np.lexsort((idx, -scores[idx]))]
     return tuple(
         Class(int(i), labels[i] if i < len(labels) else str(int(i)), float(scores[i]))
         for i in idx

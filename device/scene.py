@@ -28,11 +28,14 @@ SIZE = (48, 36)  # the grey copy compared (width, height): cheap, blind to senso
 
 def small_grey(image: np.ndarray) -> np.ndarray:
     """A small grey copy at a fixed mean brightness: a camera's auto-exposure and the
-    light's drift scale the whole scene, which says nothing about what is in the slot."""
-    # every few pixels first: a 640x480 frame costs 0.07 ms here instead of 0.8
+    light's drift scale the whole scene, which says nothing about what is in the slot.
+
+    The green channel stands for the grey (it carries most of the luma and half a Bayer
+    sensor's pixels), taken every few pixels before the area average: 25 µs for a 640x480
+    frame here, against 70 µs through a colour conversion and 800 µs on the whole frame."""
     step = max(1, min(image.shape[0] // SIZE[1], image.shape[1] // SIZE[0]) // 2)
-    sub = np.ascontiguousarray(image[::step, ::step])
-    grey = cv2.cvtColor(sub, cv2.COLOR_RGB2GRAY) if sub.ndim == 3 else sub
+    grey = np.ascontiguousarray(image[::step, ::step, 1] if image.ndim == 3
+                                else image[::step, ::step])
     small = cv2.resize(grey, SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
     return small * np.float32(128.0 / max(float(small.mean()), 1.0))
 

@@ -61,7 +61,7 @@ class StreamSink:
         total = frame.capture_ms + (now - frame.t_captured) * 1e3
         result = messages.Result(frame.seq, frame.ts, c, frame.capture_ms, total,
                                   frame.prepare_ms)
-        self.publisher.publish(self.topic, messages.result_payload(
+        self.publisher.publish(self.topic, messages.result_message(
             result, spec.info(), spec.backend, verdict, frame.roi), qos=self.qos)
         self.stats.published_one()
         self.last = now

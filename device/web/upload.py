@@ -100,7 +100,8 @@ class Uploads:
         _, _, name, t0, decode_ms = waiter
         total = (time.perf_counter() - t0) * 1e3
         result = messages.Result(1, done.frame.ts, c, decode_ms, total)
-        payload = messages.result_payload(result, done.spec.info(), done.spec.backend)
+        payload = messages.result_message(
+            result, done.spec.info(), done.spec.backend).model_dump()
         waiter[1] = {"image": name, **payload, "ood_score": verdict.ood_score,
                      **verdict_fields(verdict)}
         waiter[0].set()
