@@ -110,6 +110,12 @@ def test_flagship_on_real_notes_that_are_not_ours():
         "irr/eval": 603, "eur/eval": 12, "vnd-phone/known": 21, "vnd-phone/untaught": 9}
     assert 0 <= fig["vnd-phone/untaught"]["refused"] <= 9
     assert set(fig["vnd-phone/known"]["by_class"]) == {"100000_vnd", "20000_vnd", "500000_vnd"}
+    events = json.loads(r.stdout)["other_notes_events"]  # per object, through the decider
+    assert events["voting"] == {"min_frames": 3, "window": 5}
+    assert {g: v["n"] for g, v in events.items() if g != "voting"} == {
+        g: v["n"] for g, v in fig.items()}
+    assert all(0 <= v["accepted"] <= 1 and v["frames"] == 8
+               for g, v in events.items() if g != "voting")
     stored = load_bundle(BUNDLE).manifest["open_set"].get("other_notes")
     if stored:  # the bundle's own report says the same
         for g, v in stored.items():

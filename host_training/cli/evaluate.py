@@ -20,6 +20,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--other", help="folder of real notes that are not ours (irr/, eur/, "
                                    "vnd-phone/): accepted share of its evaluation part, "
                                    "untaught vnd-phone notes refused, known ones right/wrong")
+    e.add_argument("--replay-frames", type=int, default=8, metavar="N",
+                   help="with --other: each photo also as a replay of N frames through the "
+                        "device's decider (K of N frames make an event), so false-accepts "
+                        "are counted per object as well as per frame; 0 turns it off "
+                        "(default: 8)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=run)
 
@@ -45,7 +50,7 @@ def run(a: argparse.Namespace) -> int:
     result = evaluate_model(Path(a.model), Path(a.data) if a.data else None,
                             Path(a.labels) if a.labels else None,
                             Path(a.negatives) if a.negatives else None,
-                            Path(a.other) if a.other else None)
+                            Path(a.other) if a.other else None, max(0, a.replay_frames))
     if a.json:
         print(json.dumps(result))
         return 0
@@ -59,6 +64,10 @@ def run(a: argparse.Namespace) -> int:
 
     if result.get("other_notes"):
         print(other_notes.summary(result["other_notes"]))
+    if result.get("other_notes_events"):
+        from host_training.openset import replays
+
+        print(replays.summary(result["other_notes_events"]))
     print(nearood.summary(result.get("lodo")) + ("" if result.get("lodo") else
                                                  " (the bundle's manifest has no figures)"))
     if result.get("n"):

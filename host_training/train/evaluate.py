@@ -46,7 +46,8 @@ def tflite_outputs(clf: TFLiteClassifier, images, desc: str = "int8 eval") -> li
 
 
 def evaluate_model(model_path: Path, data: Path | None, labels: Path | None = None,
-                   negatives: Path | None = None, other: Path | None = None) -> dict:
+                   negatives: Path | None = None, other: Path | None = None,
+                   replay_frames: int = 0) -> dict:
     """`coral-train evaluate`: top-1 accuracy, per-class report and confusion matrix, and what
     the bundle's operating point (device.policy.judge) accepts, on a class-folder dataset,
     a folder of negatives (far) and/or real notes that are not ours (near: the evaluation
@@ -95,7 +96,21 @@ def evaluate_model(model_path: Path, data: Path | None, labels: Path | None = No
         verdicts = {g: calibrate.judge_all(point, names, tflite_outputs(
             clf, notes.array(g, clf.width), g)) for g in notes.images}
         out["other_notes"] = other_notes.figures(verdicts, notes)
+        if replay_frames:
+            out["other_notes_events"] = _replays(clf, point, names, notes, replay_frames)
     out["lodo"] = clf.bundle.manifest.get("open_set", {}).get("lodo")
     if "decision" not in out:
         out["decision"] = {}
     return out
+
+
+def _replays(clf: TFLiteClassifier, point, names, notes, frames: int) -> dict:
+    """Per object: every other-notes photo as a short replay through the device's decider."""
+    from host_training.openset import replays
+
+    def outputs(clip: np.ndarray) -> list[np.ndarray]:
+        return tflite_outputs(clf, clip, "replay")
+
+    by_group = {g: replays.replay(outputs, point, names, imgs, frames=frames)
+                for g, imgs in notes.images.items()}
+    return replays.figures(by_group, notes.labels)
