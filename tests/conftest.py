@@ -246,3 +246,16 @@ def run_cli(*args: str, module: str = "device", timeout: float = 300,
             env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, "-m", module, *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def lock_held(path) -> bool:
+    """Someone holds an flock on path (a non-blocking try fails)."""
+    import fcntl
+
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False

@@ -10,7 +10,7 @@ import pytest
 
 from device.tools.synthetic import write_sequence
 
-from .conftest import ROOT, Broker, Recorder, write_config
+from .conftest import ROOT, Broker, Recorder, wait_until, write_config
 
 ACL = ROOT / "device" / "mosquitto" / "acl"
 DEMO = ROOT / "compiled_models" / "demo-notes"
@@ -61,12 +61,12 @@ class SecureRecorder(Recorder):
         self.cond = threading.Condition()
         self.client = client(port, user, pw, ca)
         self.client.on_message = self._on_message
-        ready = threading.Event()
-        self.client.on_connect = lambda c, u, f, rc, p: (c.subscribe(topic, qos=1), ready.set())
+        subscribed = threading.Event()  # SUBACK: from here on nothing published is missed
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, codes, p: subscribed.set()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
-        assert ready.wait(10), "secure test client could not connect"
-        time.sleep(0.2)
+        assert subscribed.wait(10), "secure test client could not connect and subscribe"
 
 
 def secure_config(tmp_path, b, password_file, device_id="vend-7"):
@@ -104,9 +104,17 @@ def test_tls_password_acl(tmp_path, secure_broker, daemon_factory):
         intruder.connect("127.0.0.1", b.port)
         intruder.loop_start()
         intruder.publish("coral-classifier/vend-7/cmd/pause", b"{}", qos=1).wait_for_publish(5)
-        time.sleep(1.5)
         intruder.loop_stop()
         intruder.disconnect()
+        # the daemon takes commands in order: a reply to a later one means the pause, had
+        # the broker let it through, would have been answered by now
+        c = client(b.port, "controller", "ctl", ca)
+        c.connect("127.0.0.1", b.port)
+        c.loop_start()
+        c.publish("coral-classifier/vend-7/cmd/status", b"{}", qos=1).wait_for_publish(5)
+        ctl.wait_for(lambda r: len(r.on("vend-7/cmd/status/reply")) >= 2, 10, "second reply")
+        c.loop_stop()
+        c.disconnect()
         assert not ctl.on("vend-7/cmd/pause/reply"), "the ACL let another device command vend-7"
         assert ctl.json_on("vend-7/status")[-1]["state"] == "running"
         assert not [t for t, _, _ in spy.messages if t.startswith("coral-classifier/vend-7/")]
@@ -134,9 +142,14 @@ def test_untrusted_broker_certificate_is_rejected(tmp_path, secure_broker, daemo
     cfg.write_text(cfg.read_text().replace(str(secure_broker.dir / "ca.crt"), str(other_ca)))
     ctl = SecureRecorder(secure_broker.port, "coral-classifier/vend-7/availability",
                          "controller", "ctl", secure_broker.dir / "ca.crt")
+    attempts = secure_broker.log.read_text().count("New connection from")
     d = daemon_factory(cfg)
     try:
-        time.sleep(4)
+        wait_until(lambda: "certificate is not trusted" in d.output(), 60, "the TLS failure")
+        # and it keeps retrying (two more TLS attempts at the broker) without repeating it
+        seen = secure_broker.log.read_text().count("New connection from")
+        wait_until(lambda: secure_broker.log.read_text().count("New connection from")
+                   >= max(seen, attempts + 1) + 2, 60, "the daemon to retry twice")
         assert d.proc.poll() is None
         assert b"online" not in [p for p in ctl.on("availability")][-1:]
         out = d.output()

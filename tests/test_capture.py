@@ -24,6 +24,11 @@ from .webutil import get_json, wait_until, web_daemon
 K = SimpleNamespace
 
 
+def has_room(rec: Recorder) -> None:
+    """The next tap must find room in the writer's bounded queue (a full one skips it)."""
+    wait_until(lambda: not rec.queue.full(), 10, "the capture writer to take a frame")
+
+
 def ranked(*pairs):
     return K(top_k=tuple(K(id=i, label=lb, score=s) for i, (lb, s) in enumerate(pairs)))
 
@@ -62,7 +67,7 @@ def test_doubtful_ring_is_bounded_and_rate_limited(tmp_path):
     close = ranked(("note_5", 0.5), ("note_10", 0.45))
     for seq in range(1, 8):
         rec.tap(frame(seq, 1000.0 + seq), close, SPEC, verdict("accepted"))
-        time.sleep(0.05)  # the writer's bounded queue must not skip in this test
+        has_room(rec)  # the writer's bounded queue must not skip in this test
     rec.close()
     kept = sorted((tmp_path / "doubtful").glob("*.jpg"))
     assert len(kept) == 3 and rec.saved["doubtful"] == 7
@@ -86,7 +91,7 @@ def test_capture_stops_at_its_size_bound(tmp_path):
     assert rec.start("note_5", 50, 0.0)["ok"]
     for seq in range(50):
         rec.tap(frame(seq, 2000.0 + seq), ranked(("note_5", 0.9)), SPEC, verdict("accepted"))
-        time.sleep(0.01)
+        has_room(rec)
     rec.close()
     assert "max_bytes" in rec.full and rec.job is None
     size = sum(f.stat().st_size for f in (tmp_path / "dataset").rglob("*") if f.is_file())
@@ -98,7 +103,7 @@ def test_labelling_store_moves_rejects_and_deletes(tmp_path):
     for seq in range(3):
         rec.tap(frame(seq, 3000.0 + seq), ranked(("a", 0.5), ("b", 0.49)), SPEC,
                 verdict("accepted"))
-        time.sleep(0.05)
+        has_room(rec)
     rec.close()
     store = FrameStore(tmp_path)
     ids = [f["id"] for f in store.list()]

@@ -17,7 +17,16 @@ import pytest
 
 from device.bundle import write_manifest
 
-from .conftest import PYTHON, ROOT, Recorder, free_port, wait_port, write_config
+from .conftest import (
+    PYTHON,
+    ROOT,
+    Recorder,
+    free_port,
+    lock_held,
+    wait_port,
+    wait_until,
+    write_config,
+)
 
 DEMO = ROOT / "compiled_models" / "demo-notes"
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -259,7 +268,8 @@ def test_3_two_deploys_are_serialised_by_the_device_lock(tmp_path, sshd, device)
 
     ta = threading.Thread(target=run, args=("a", a, f"sleep 4; kill -HUP {pid}"))
     ta.start()
-    time.sleep(1.5)
+    wait_until(lambda: lock_held(device["root"] / "models" / ".deploy.lock"), 60,
+               "deploy A holding the device's lock")
     run("b", b, f"kill -HUP {pid}")
     ta.join()
     assert out["a"].returncode == 0, out["a"].stderr[-2000:]
@@ -269,8 +279,9 @@ def test_3_two_deploys_are_serialised_by_the_device_lock(tmp_path, sshd, device)
     assert links(device) == {"current": f"3.1.0-{sha_b[:12]}",
                              "previous": f"3.0.0-{sha_of(a)[:12]}"}
     device["rec"].wait_for(lambda r: served_sha(r) == sha_b, 10, "B's model serving")
-    time.sleep(1.5)
-    assert served_sha(device["rec"]) == sha_b  # and it stays
+    n = len(device["rec"].on("/status"))  # and it stays: the next three status messages
+    device["rec"].wait_for(lambda r: len(r.on("/status")) >= n + 3, 20, "three more statuses")
+    assert {s["model"]["sha256"] for s in device["rec"].json_on("/status")[n:]} == {sha_b}
     still_classifying(device)
 
 
@@ -501,5 +512,14 @@ def test_the_first_deploy_starts_the_service(tmp_path, sshd, broker):
     finally:
         rec.close()
         if pidfile.exists():
-            os.kill(int(pidfile.read_text()), signal.SIGTERM)
-            time.sleep(2)
+            pid = int(pidfile.read_text())
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not pid_alive(pid), 20, "the started daemon to stop")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
