@@ -145,7 +145,7 @@ keys: venv ## Ed25519 key pair that signs pull updates: keys/update.pem (private
 	$(PY) -m host_training.fleet.keys --out $(call q,$(or $(KEYS_DIR),keys))
 
 fleet: venv ## every device on the broker: model, backend, fps, errors (BROKER=host:port, CONFIG=controller.toml, FLEET_ARGS=--json)
-	$(PY) -m device fleet $(if $(BROKER),--broker $(call q,$(BROKER))) \
+	$(PY) -m host_training fleet $(if $(BROKER),--broker $(call q,$(BROKER))) \
 	  $(if $(CONFIG),--config $(call q,$(CONFIG))) $(FLEET_ARGS)
 
 container: ## build the device image with buildah or podman (CONTAINER_ARCH=arm64 for a Pi; see container/)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from device import __version__
-from device.errors import ConfigError, ModelError, run_command
+from device.errors import ConfigError, ModelError, TerminalFormatter, run_command
 
 log = logging.getLogger("device")
 
@@ -42,21 +42,6 @@ class JournalFormatter(logging.Formatter):
             # files the continuation lines as INFO and `journalctl -p err` misses them
             text += "".join(f"\n{prefix}{line}" for line in
                             self.formatException(record.exc_info).splitlines())
-        return text
-
-
-class TerminalFormatter(logging.Formatter):
-    """For a person at a terminal: the message alone ("error: ..." for problems), one line,
-    no time or logger name; the traceback only at DEBUG."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = record.getMessage()
-        if record.levelno >= logging.ERROR:
-            text = f"error: {text}"
-        elif record.levelno >= logging.WARNING:
-            text = f"warning: {text}"
-        if record.exc_info and logging.getLogger().isEnabledFor(logging.DEBUG):
-            text += "\n" + self.formatException(record.exc_info)
         return text
 
 
@@ -210,20 +195,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_fleet(args: argparse.Namespace) -> int:
-    from device.tools.fleet import load_mqtt, run
-
-    print(run(args.broker, load_mqtt(args.config), args.prefix, args.json, args.settle))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="coral-classifier",
         description="Classify camera frames on a Coral Edge TPU and publish results over MQTT.",
         epilog="exit codes: 0 ok, 1 runtime failure, 2 bad configuration or arguments, "
                "3 bad model or bundle, 4 backend unavailable (no Edge TPU / runtime), "
-               "5 camera failure, 6 MQTT broker unreachable or refusing (fleet), "
+               "5 camera failure, 6 MQTT broker unreachable or refusing, "
                "130 interrupted")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--log_level", "--log-level", dest="log_level",
@@ -263,17 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "this config (default: the installed /etc/coral-classifier/config.toml)")
     d.add_argument("--json", action="store_true", help="one JSON object")
     d.set_defaults(func=cmd_doctor)
-    f = sub.add_parser("fleet", help="every device on the broker: online/offline, model, "
-                                     "backend, fps, last event, errors (from retained topics)")
-    f.add_argument("--broker", default="", help="host:port (default: the config's broker, "
-                                                "else localhost:1883)")
-    f.add_argument("--config", default=None, help="take the broker, credentials, TLS and "
-                                                  "topic prefix from this config")
-    f.add_argument("--prefix", default="", help="topic prefix (default: coral-classifier)")
-    f.add_argument("--settle", type=float, default=1.0,
-                   help="seconds without a new retained message before printing")
-    f.add_argument("--json", action="store_true", help="a JSON list instead of a table")
-    f.set_defaults(func=cmd_fleet)
     return p
 
 

@@ -35,10 +35,25 @@ class CameraError(CoralError):
 
 
 class BrokerError(CoralError):
-    """The MQTT broker cannot be reached or refuses us (`coral-classifier fleet`; the
+    """The MQTT broker cannot be reached or refuses us (`coral-train fleet`, deploy and rollout; the
     daemon itself keeps reconnecting instead)."""
 
     exit_code = 6
+
+
+class TerminalFormatter(logging.Formatter):
+    """For a person at a terminal: the message alone ("error: ..." for problems), one line,
+    no time or logger name; the traceback only at DEBUG."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            text = f"error: {text}"
+        elif record.levelno >= logging.WARNING:
+            text = f"warning: {text}"
+        if record.exc_info and logging.getLogger().isEnabledFor(logging.DEBUG):
+            text += "\n" + self.formatException(record.exc_info)
+        return text
 
 
 def run_command(func: Callable[..., int], args, log: logging.Logger) -> int:

@@ -1,4 +1,5 @@
-"""`coral-train`: train a bundle from an image folder, evaluate it, make demo data."""
+"""`coral-train`: train a bundle from an image folder, evaluate it, make demo data, see the
+fleet."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from host_training.cli import (  # noqa: E402  (after quiet_tensorflow, on purpo
     check_edgetpu,
     demo_data,
     evaluate,
+    fleet,
     inspect,
     negative_set,
     train,
@@ -46,7 +48,8 @@ from host_training.cli import (  # noqa: E402  (after quiet_tensorflow, on purpo
 from host_training.cli import compile as compile_cmd  # noqa: E402
 
 # the subcommands, in --help's order: each module adds its parser and runs its job
-COMMANDS = (train, inspect, check_edgetpu, compile_cmd, evaluate, negative_set, demo_data)
+COMMANDS = (train, inspect, check_edgetpu, compile_cmd, evaluate, negative_set, demo_data,
+            fleet)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -128,16 +128,17 @@ class Recorder:
     def json_on(self, suffix: str) -> list[dict]:
         return [json.loads(p) for p in self.on(suffix)]
 
-    def wait_for(self, predicate, timeout: float = 30.0, what: str = "") -> None:
-        """Wait until `predicate(self)` holds. A predicate that indexes messages not there
-        yet (IndexError, KeyError) means "not yet"; the last such error is in the timeout."""
+    def wait_for(self, predicate, timeout: float = 30.0, what: str = ""):
+        """Wait until `predicate(self)` holds; its truthy value. A predicate that indexes
+        messages not there yet (IndexError, KeyError) means "not yet"; the last such error
+        is in the timeout."""
         deadline = time.monotonic() + timeout
         missing = None
         with self.cond:
             while True:
                 try:
-                    if predicate(self):
-                        return
+                    if got := predicate(self):
+                        return got
                 except LookupError as exc:
                     missing = exc
                 left = deadline - time.monotonic()

@@ -94,8 +94,9 @@ def test_fleet_exits_6_when_the_broker_is_unreachable():
 
     assert BrokerError.exit_code == 6 != CameraError.exit_code
     assert "6 MQTT broker unreachable" in run_cli("--help", timeout=60).stdout
-    r = run_cli("fleet", "--broker", f"127.0.0.1:{free_port()}", timeout=60)
+    r = run_cli("fleet", "--broker", f"127.0.0.1:{free_port()}", timeout=60,
+                module="host_training")
     assert r.returncode == 6
     assert one_line_error(r.stderr).startswith("error: cannot reach the broker")
-    r = run_cli("fleet", "--broker", "nohostport", timeout=60)
+    r = run_cli("fleet", "--broker", "nohostport", timeout=60, module="host_training")
     assert r.returncode == 2 and "host:port" in one_line_error(r.stderr)

@@ -1,4 +1,4 @@
-"""`make fleet` / `coral-classifier fleet` against three real daemons on a real mosquitto:
+"""`make fleet` / `coral-train fleet` against three real daemons on a real mosquitto:
 every device from the retained availability and status, as a table and as JSON."""
 
 import json
@@ -82,7 +82,8 @@ def test_fleet_table_for_three_daemons(fleet):
 
 def test_fleet_json_and_a_stopped_device(fleet):
     fleet["daemons"][2].stop()
-    r = run_cli("fleet", "--broker", f"127.0.0.1:{fleet['port']}", "--json", timeout=60)
+    r = run_cli("fleet", "--broker", f"127.0.0.1:{fleet['port']}", "--json", timeout=60,
+                module="host_training")
     assert r.returncode == 0, r.stderr
     got = {d["id"]: d for d in json.loads(r.stdout)}
     assert got[IDS[0]]["availability"] == "online" and got[IDS[0]]["fps"] > 0
@@ -95,5 +96,6 @@ def test_fleet_json_and_a_stopped_device(fleet):
 def test_fleet_says_when_the_broker_is_unreachable():
     from device.tools.demo import free_port
 
-    r = run_cli("fleet", "--broker", f"127.0.0.1:{free_port()}", timeout=60)
+    r = run_cli("fleet", "--broker", f"127.0.0.1:{free_port()}", timeout=60,
+                module="host_training")
     assert r.returncode != 0 and "cannot reach the broker" in r.stderr

@@ -102,15 +102,17 @@ def test_events_held_on_a_full_disk_survive_the_stop(tmp_path, broker, stop):
                      max_unstored=2.0 if stop == "max_unstored" else 600.0)
         decided = hold_events_then_stop(ns, rec, cfg, log, stop, held=3)
         # the restart sees no objects: every event after it comes from the spill file
+        before = len(rec.json_on("/status"))  # what follows is the restarted daemon's
         proc = ns.start(config(tmp_path, broker.port, device_id, "quiet", []), log)
         rec.wait_for(lambda r: len({e["event_id"] for e in r.json_on("/event")}) >= decided,
                      60, f"all {decided} events decided before the {stop} on the broker")
         events = {e["event_id"]: e["seq"] for e in rec.json_on("/event")}
         assert sorted(events.values()) == list(range(1, len(events) + 1)), "no gap, no dup"
-        rec.wait_for(lambda r: r.json_on("/status")[-1]["state"] == "running", 30, "running")
-        status = rec.json_on("/status")[-1]
+        status = rec.wait_for(lambda r: next((
+            s for s in r.json_on("/status")[before:] if s["state"] == "running"
+            and "restored from spill-" in (s["outbox"]["warning"] or "")), None), 60,
+            "the restarted daemon saying it restored the spill file")
         assert status["outbox"]["lost"] == 0 and status["outbox"]["lost_seq"] is None
-        assert "restored from spill-" in status["outbox"]["warning"]
     finally:
         if proc is not None:
             proc.terminate()

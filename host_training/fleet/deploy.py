@@ -23,7 +23,7 @@ from pathlib import Path
 
 from device.bundle import TPU_MODEL, Bundle, load_bundle
 from device.errors import CoralError
-from device.tools.fleet import CONFIG_HELP, load_mqtt
+from host_training.fleet.broker import CONFIG_HELP, load_mqtt
 from host_training.fleet.remote import (
     NONCE_FILE,
     PENDING,

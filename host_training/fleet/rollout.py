@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from device.errors import CoralError
-from device.tools.fleet import CONFIG_HELP, load_mqtt
+from host_training.fleet.broker import CONFIG_HELP, load_mqtt
 from host_training.fleet.remote import DeployError, UsageError, check_version
 from host_training.fleet.watch import DeviceWatch
 
@@ -97,7 +97,7 @@ def rollout(model: Path, devices: list[str], broker: str, *, allow_cpu: bool = F
             url_base: str = "", serve_address: str = "0.0.0.0", port: int = 0,
             sign_key: Path | None = None, health: float = 30.0, timeout: float = 300.0,
             prefix: str = "", mqtt=None) -> None:
-    from device.tools.fleet import broker_config
+    from host_training.fleet.broker import broker_config
     from host_training.fleet.deploy import verify_locally
     from host_training.fleet.serve import BundleServer, pack, signed_request
 

@@ -40,7 +40,7 @@ class DeviceWatch:
         broker (host:port) replaces its address; prefix '' = the config's."""
         from device.errors import ConfigError
         from device.mqtt.client import guarded, make_client
-        from device.tools.fleet import broker_config
+        from host_training.fleet.broker import broker_config
 
         try:
             cfg = broker_config(broker, mqtt, default_host)

@@ -1,5 +1,9 @@
-"""`coral-classifier fleet` / `make fleet`: every device the broker knows, from the retained
-availability and status topics: id, online/offline, model, backend, fps, last event, errors."""
+"""`coral-train fleet` / `make fleet`: every device the broker knows, from the retained
+availability and status topics: id, online/offline, model, backend, fps, last event, errors.
+
+A controller's view, run on a workstation like deploy and rollout (the device package has no
+business knowing its fleet); it parses the devices' status with their own model
+(device.messages.StatusPayload) and subscribes to the topics device.mqtt.topics names."""
 
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from device.config import MqttConfig
-from device.errors import BrokerError, ConfigError
+from device.errors import BrokerError
 from device.messages import StatusPayload
 from device.mqtt.topics import device_and_kind, fleet_filters
+from host_training.fleet.broker import broker_config
 
 
 class FleetError(BrokerError):
@@ -140,38 +145,9 @@ def table(devices: list[Device], now: float | None = None) -> str:
     return "\n".join(lines)
 
 
-CONFIG_HELP = ("take the broker, credentials (mqtt.username, password_file or "
-               "password_env), TLS (tls, ca_file, cert_file, key_file) and topic prefix from "
-               "the [mqtt] section of this config file (a daemon config, or one with only "
-               "[mqtt] for a controller user)")
-
-
-def load_mqtt(path: str | None) -> MqttConfig | None:
-    """--config of fleet, deploy and rollout: the [mqtt] section of that config file."""
-    if not path:
-        return None
-    from device.config import load_config
-
-    return load_config(path).mqtt
-
-
-def broker_config(broker: str, cfg: MqttConfig | None = None,
-                  default_host: str = "localhost") -> MqttConfig:
-    """The connection fleet, deploy and rollout use: the config's (credentials, TLS,
-    prefix), else anonymous to default_host:1883; `broker` (host:port) replaces the
-    address only."""
-    base = cfg or MqttConfig(host=default_host)
-    if broker:
-        host, _, port = broker.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"--broker {broker!r} must be host:port")
-        base = base.model_copy(update={"host": host.strip("[]"), "port": int(port)})
-    return base
-
-
 def run(broker: str, cfg: MqttConfig | None = None, prefix: str = "", as_json: bool = False,
         settle: float = 1.0) -> str:
-    """What `coral-classifier fleet` prints. broker (host:port) overrides the config's."""
+    """What `coral-train fleet` prints. broker (host:port) overrides the config's."""
     base = broker_config(broker, cfg)
     devices = collect(base, prefix or base.topic_prefix, settle)
     if as_json:
