@@ -106,3 +106,24 @@ def test_refuse_trains_the_classes_and_the_bundle_never_accepts_them(tmp_path):
                   str(tmp_path / "x"), "--weights", "none", module="host_training")
     assert bad.returncode == 2 and "in --data and in --refuse" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_loso_names_what_each_class_is_taken_for():
+    """Per held-out series, each class's most frequent wrong answers (the 500,000 <-> 100,000
+    confusion a new camera brings): here series b's 'c2' frames look like 'c0'."""
+    from host_training.openset import calibrate
+
+    rng = np.random.default_rng(0)
+    names = ["c0", "c1", "c2"]
+    centres = np.eye(3, 8) * 4
+    labels = np.repeat([0, 1, 2], 40)
+    series = np.array(["a", "b"] * 60)
+    feats = centres[labels] + rng.normal(0, 0.3, (120, 8))
+    shifted = labels.copy()
+    shifted[(series == "b") & (labels == 2)] = 0  # series b's c2 photos look like c0
+    test = centres[shifted] + rng.normal(0, 0.3, (120, 8))
+    out = calibrate.loso([feats], labels, series, ["frame"] * 120, test, labels, series, names)
+    b = out["b"]["per_class"]
+    assert b["c2"]["recall"] < 0.2 and b["c2"]["taken_for"] == {"c0": b["c2"]["n"] - round(
+        b["c2"]["recall"] * b["c2"]["n"])}
+    assert b["c0"]["taken_for"] == {} and b["c0"]["recall"] == 1.0

@@ -10,6 +10,7 @@ the function the daemon and `coral-classifier classify` use.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -221,8 +222,13 @@ def loso(views: Sequence[np.ndarray], labels: np.ndarray, series: Sequence[str],
         clf = fit_head(pool_x[train_mask], pool_y[train_mask], rng, max_train)
         pred = clf.classes_[clf.predict_proba(test_feats[test_mask]).argmax(1)]
         true = test_labels[test_mask]
+        # what each class is taken for (the 500,000 <-> 100,000 confusion, per fold)
         per = {names[c]: {"recall": round(float((pred[true == c] == c).mean()), 4),
-                          "n": int((true == c).sum())} for c in np.unique(true)}
+                          "n": int((true == c).sum()),
+                          "taken_for": dict(Counter(
+                              names[p] for p in pred[(true == c) & (pred != c)]
+                              if 0 <= p < len(names)).most_common(3))}
+               for c in np.unique(true)}
         return {"accuracy": round(float((pred == true).mean()), 4), "n": len(true),
                 "per_class": per}
 

@@ -130,10 +130,13 @@ def open_set_section(manifest: dict) -> list[str]:
         lines += ["", "Leave-one-series-out (linear head on frozen ImageNet features, trained "
                   "on the other series' frames, crops and negatives; tested on every frame of "
                   "the held-out series), next to the same head on the ordinary split:", "",
-                  "| held out | n | top-1 | per class recall |", "|---|---:|---:|---|"]
+                  "| held out | n | top-1 | per class recall | most often taken for |",
+                  "|---|---:|---:|---|---|"]
         for k, r in o["loso"].items():
             per = ", ".join(f"{c} {v['recall']:.2f}" for c, v in r["per_class"].items())
-            lines.append(f"| {k} | {r['n']} | {_pct(r['accuracy'])} | {per} |")
+            taken = ", ".join(f"{c} → {t} {n}" for c, v in r["per_class"].items()
+                              for t, n in list(v.get("taken_for", {}).items())[:1]) or "–"
+            lines.append(f"| {k} | {r['n']} | {_pct(r['accuracy'])} | {per} | {taken} |")
     lines += ["", "![operating curves](operating_curves.png)", ""]
     from host_training.openset import nearood, other_notes
 
