@@ -54,14 +54,12 @@ class Daemon:
         self.stop_event = threading.Event()
         self.paused = threading.Event()
         self.reloader: Reloader | None = None
-        self.updater = None
-        self.web = None
+        self.updater = self.web = self.metrics = None
         self.device_id = cfg.mqtt.resolved_device_id()
         self.stats = Stats()
         self.times = StageTimes()
         self.state = "starting"
         self.last_frame: Frame | None = None
-        self.metrics = None
         self.closing = contextlib.ExitStack()  # what setup opened, closed at the stop
         self.engine = DecisionEngine(cfg.decision, cfg.camera.roi)
 
@@ -91,13 +89,11 @@ class Daemon:
         self.publisher, self.topics, self.sender = mq.publisher, mq.topics, mq.sender
         self.counts, self.commands, self.presence = mq.counts, mq.commands, mq.presence
         self._wire_outputs()
-        self.sender.start()
-        self.commands.start()
-        self.publisher.start()
+        for part in (self.sender, self.commands, self.publisher):
+            part.start()
 
     def _wire_outputs(self) -> None:
-        """The sink, status and extras, the results handler, the web page and recorder,
-        reloads and pull updates."""
+        """Sink, status, extras, results handler, web page, recorder, reloads, updates."""
         self.sink: Sink = make_sink(self.cfg, self.engine, self.outbox, self.sender,
                                     self.publisher, self.topics, self.counts.publish,
                                     self.stats, self.presence)
@@ -194,10 +190,10 @@ class Daemon:
             self.stop_event.set()
             self.buffer.close()
             capture.join(5)
-            for done in self.slot.drain(2.0):  # classified: counted like any other frame
-                if done.inference is not None and done.frame.from_camera:
-                    self.stats.frame(time.monotonic())
-                self.results.put(done)
+            with contextlib.suppress(WorkerDied):  # a hung worker: its frames are lost
+                for done in self.slot.drain(self.cfg.model.inference_timeout):
+                    if done.inference is not None:  # classified: counted like any other
+                        self._counted(done, time.monotonic())
             self.results.stop()  # flush queued results before announcing the stop
             self.shutdown()
 
@@ -221,8 +217,8 @@ class Daemon:
             if self.slot.ready:
                 got = self.buffer.get(timeout=0.0 if self.slot.inflight else 0.5)
             try:
-                if got is END:
-                    log.info("frame source ended")
+                if got is END:  # a replay or a video file: its last frames, still in the
+                    log.info("frame source ended")  # worker, are waited for in run()
                     return 0
                 if isinstance(got, CameraError):
                     self.stats.error("camera", str(got))
@@ -254,11 +250,14 @@ class Daemon:
                     return 1
                 continue
             inference_failures = 0
-            if done.frame.from_camera:  # an upload proves no camera works
-                self.stats.frame(now)
-                self._feed_watchdog()
-            self.results.put(done)
+            self._counted(done, now)
         return 0
+
+    def _counted(self, done, now: float) -> None:
+        if done.frame.from_camera:  # an upload proves no camera works
+            self.stats.frame(now)
+            self._feed_watchdog()
+        self.results.put(done)
 
     def _feed_watchdog(self) -> None:
         if self.publisher.healthy(self.cfg.mqtt.max_disconnected):
