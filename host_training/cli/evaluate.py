@@ -20,6 +20,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--other", help="folder of real notes that are not ours (irr/, eur/, "
                                    "vnd-phone/): accepted share of its evaluation part, "
                                    "untaught vnd-phone notes refused, known ones right/wrong")
+    e.add_argument("--untaught", help="folder with one subfolder per note the model was never "
+                                      "taught (e.g. a class left out with train --leave-out): "
+                                      "the share accepted, what it is taken for; with --data "
+                                      "(the taught classes' validation photos) also the curve "
+                                      "of untaught accepted against known notes kept")
     e.add_argument("--replay-frames", type=int, default=8, metavar="N",
                    help="with --other: each photo also as a replay of N frames through the "
                         "device's decider (K of N frames make an event), so false-accepts "
@@ -50,7 +55,8 @@ def run(a: argparse.Namespace) -> int:
     result = evaluate_model(Path(a.model), Path(a.data) if a.data else None,
                             Path(a.labels) if a.labels else None,
                             Path(a.negatives) if a.negatives else None,
-                            Path(a.other) if a.other else None, max(0, a.replay_frames))
+                            Path(a.other) if a.other else None, max(0, a.replay_frames),
+                            Path(a.untaught) if a.untaught else None)
     if a.json:
         print(json.dumps(result))
         return 0
@@ -64,6 +70,10 @@ def run(a: argparse.Namespace) -> int:
 
     if result.get("other_notes"):
         print(other_notes.summary(result["other_notes"]))
+    if result.get("untaught"):
+        from host_training.openset import untaught
+
+        print(untaught.summary(result["untaught"]))
     if result.get("other_notes_events"):
         from host_training.openset import replays
 

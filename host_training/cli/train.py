@@ -141,6 +141,13 @@ def _add_open_world_options(t: argparse.ArgumentParser) -> None:
                    help="also train on the train part of --other's irr/ and eur/ as background "
                         "(outlier exposure), pasted onto scenes like our notes' crops; the "
                         "evaluation part and vnd-phone/ are never trained on")
+    o.add_argument("--leave_out", "--leave-out", dest="leave_out", action="append",
+                   metavar="CLASS",
+                   help="train the whole recipe without this class of --data (and "
+                        "--val-data), then measure how often the bundle accepts its photos: "
+                        "leave-one-denomination-out on the real network, not the frozen-"
+                        "feature proxy; the figures go into report.md and untaught.json. "
+                        "Repeat for several classes")
     o.add_argument("--no_loso", "--no-loso", dest="no_loso", action="store_true",
                    help="skip the leave-one-series-out figures")
 
@@ -150,23 +157,19 @@ def run(a: argparse.Namespace) -> int:
     from host_training.cli.train_steps import (
         check_folders,
         compile_if_possible,
-        make_union,
+        measure_untaught,
         print_summary,
         report_sources,
         settings_from_args,
+        training_folders,
     )
     from host_training.train.pipeline import run_training
 
     sources, refused = check_folders(a)  # a bad folder fails here, before anything is built
-    union = make_union([*a.data, *(a.refuse or [])])
-    s = settings_from_args(a, union or a.data[0], refused)
-    try:
+    with training_folders(a) as folders:
+        s = settings_from_args(a, folders, refused)
         manifest = run_training(s)
-    finally:
-        if union is not None:
-            import shutil
-
-            shutil.rmtree(union, ignore_errors=True)
+        measure_untaught(s.out, folders)
     report_sources(sources, s.out)
     print_summary(manifest, s.out)
     if not a.no_compile:

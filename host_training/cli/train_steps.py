@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from host_training.cli import log
@@ -21,32 +26,79 @@ def check_folders(a: argparse.Namespace) -> tuple[dict[str, dict[str, int]], lis
     sources = data_sources([*a.data, *(a.refuse or [])])
     refused = sorted({c for d in a.refuse or [] for c in folder_classes(d)})
     taught = {c for d in a.data for c in folder_classes(d)}
+    missing = sorted(set(a.leave_out or ()) - taught)
+    if missing:
+        raise DatasetError(f"--leave-out {', '.join(missing)}: no such class in --data "
+                           f"(its classes: {', '.join(sorted(taught))})")
     if set(refused) & taught:
         raise DatasetError(f"class(es) {sorted(set(refused) & taught)} are in --data and in "
                            "--refuse: a class is either accepted or refused; remove it from one")
     return sources, refused
 
 
-def make_union(folders: list[Path]) -> Path | None:
-    """Several folders become one temporary class-folder tree (None for a single folder);
-    the caller removes it after training."""
-    if len(folders) <= 1:
-        return None
-    import tempfile
+@dataclass(frozen=True)
+class Folders:
+    """What training reads: the class folders, the validation folder (None: a split of
+    data) and, with --leave-out, the left-out classes' photos (None without)."""
 
+    data: Path
+    val_data: Path | None
+    untaught: Path | None
+
+
+@contextmanager
+def training_folders(a: argparse.Namespace) -> Iterator[Folders]:
+    """The given folders, or temporary unions of links to them (several --data, a class
+    left out), removed afterwards."""
     from host_training.train.dataset import union_folder
 
-    return union_folder(folders, Path(tempfile.mkdtemp(prefix="coral-train-data-")))
+    left = set(a.leave_out or ())
+    made: list[Path] = []
+
+    def union(folders: list[Path], **kw) -> Path:
+        made.append(Path(tempfile.mkdtemp(prefix="coral-train-data-")))
+        return union_folder(folders, made[-1], **kw)
+
+    taught = [*a.data, *(a.refuse or [])]
+    try:
+        yield Folders(
+            data=union(taught, exclude=left) if left or len(taught) > 1 else a.data[0],
+            val_data=union([a.val_data], exclude=left) if left and a.val_data else a.val_data,
+            untaught=union([*a.data, *([a.val_data] if a.val_data else [])], only=left)
+            if left else None)
+    finally:
+        for d in made:
+            shutil.rmtree(d, ignore_errors=True)
 
 
-def settings_from_args(a: argparse.Namespace, data: Path, refused: list[str]):
+def measure_untaught(out: Path, folders: Folders) -> dict | None:
+    """--leave-out: the finished bundle meets the left-out classes' photos (all must be
+    refused) beside its validation photos; the figures go into untaught.json, report.md
+    and the manifest (open_set.untaught), resealed by report_sources."""
+    if folders.untaught is None:
+        return None
+    from host_training.openset import untaught
+    from host_training.train.evaluate import evaluate_model
+
+    fig = evaluate_model(out, folders.val_data, untaught=folders.untaught)["untaught"]
+    (out / "untaught.json").write_text(json.dumps(fig, indent=2) + "\n")
+    report = out / "report.md"
+    report.write_text(report.read_text() + "\n".join(untaught.section(fig)) + "\n")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["open_set"]["untaught"] = fig
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(untaught.summary(fig))
+    return fig
+
+
+def settings_from_args(a: argparse.Namespace, folders: Folders, refused: list[str]):
     """The validated settings object; options left unset keep its defaults."""
     from host_training.train.settings import make_settings
 
     augment = {k: getattr(a, k) for k in AUGMENTATIONS if getattr(a, k) is not None}
     return make_settings(
         augment=augment or None,
-        data=data, out=a.out, val_data=a.val_data, val_split=a.val_split,
+        data=folders.data, out=a.out, val_data=folders.val_data, val_split=a.val_split,
         input_size=a.input_size, alpha=a.alpha, weights=a.weights, epochs=a.epochs,
         fine_tune_epochs=a.fine_tune_epochs,
         fine_tune_from=(int(a.fine_tune_from) if a.fine_tune_from and

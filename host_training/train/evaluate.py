@@ -47,16 +47,19 @@ def tflite_outputs(clf: TFLiteClassifier, images, desc: str = "int8 eval") -> li
 
 def evaluate_model(model_path: Path, data: Path | None, labels: Path | None = None,
                    negatives: Path | None = None, other: Path | None = None,
-                   replay_frames: int = 0) -> dict:
+                   replay_frames: int = 0, untaught: Path | None = None) -> dict:
     """`coral-train evaluate`: top-1 accuracy, per-class report and confusion matrix, and what
     the bundle's operating point (device.policy.judge) accepts, on a class-folder dataset,
     a folder of negatives (far) and/or real notes that are not ours (near: the evaluation
-    part of a banknotes-other folder); with the near figures the bundle's training measured
-    (leave-one-denomination-out), when its manifest has them."""
-    if data is None and negatives is None and other is None:
+    part of a banknotes-other folder) and/or class folders of notes it was never taught
+    (`untaught`: all must be refused; with `data`, also the curve of openset/untaught.py);
+    with the near figures the bundle's training measured (leave-one-denomination-out), when
+    its manifest has them."""
+    if data is None and negatives is None and other is None and untaught is None:
         raise DatasetError("give --data (a class-folder dataset), --negatives (a folder of "
-                           "images that are none of the classes) and/or --other (real notes "
-                           "that are not ours, e.g. ../shared/datasets/banknotes-other)")
+                           "images that are none of the classes), --other (real notes "
+                           "that are not ours, e.g. ../shared/datasets/banknotes-other) and/or "
+                           "--untaught (class folders of notes the model must refuse)")
     clf = open_classifier(model_path, labels)
     names = clf.bundle.labels
     point = operating_point(clf.bundle.manifest)
@@ -75,6 +78,9 @@ def evaluate_model(model_path: Path, data: Path | None, labels: Path | None = No
         verdicts = calibrate.judge_all(point, names, outs)
         out["decision"] = calibrate.decision_report(verdicts, ds.labels, names, never)
         out["accepted"] = [v.accepted for v in verdicts]
+    if untaught is not None:
+        out["untaught"] = _untaught(clf, point, untaught, outs if data is not None else None,
+                                    ds.labels if data is not None else None)
     if negatives is not None:
         from host_training.train.samples import load_negatives
 
@@ -102,6 +108,23 @@ def evaluate_model(model_path: Path, data: Path | None, labels: Path | None = No
     if "decision" not in out:
         out["decision"] = {}
     return out
+
+
+def _untaught(clf: TFLiteClassifier, point, folder: Path, val_outputs, val_y) -> dict:
+    """openset/untaught.py's figures for class folders of notes the bundle does not know."""
+    from host_training.openset import untaught
+
+    names = clf.bundle.labels
+    ds = load_dataset(folder, clf.width, clf.resize_policy, min_classes=1)
+    known = sorted(set(ds.class_names) & set(names))
+    if known:
+        raise DatasetError(f"{folder}: class(es) {known} are ones the model knows; the "
+                           "untaught folder holds only classes it must refuse")
+    settings = clf.bundle.manifest.get("training", {}).get("settings", {})
+    return untaught.measure(point, names, val_outputs, val_y,
+                            tflite_outputs(clf, ds.images, "untaught"),
+                            [ds.class_names[i] for i in ds.labels],
+                            float(settings.get("max_false_accept", 0.005)))
 
 
 def _replays(clf: TFLiteClassifier, point, names, notes, frames: int) -> dict:
