@@ -91,3 +91,44 @@ def test_leave_out_trains_without_the_class_and_measures_its_photos(tmp_path):
     ev = run_cli("evaluate", "--model", str(out), "--untaught", str(tmp_path / "mixed"),
                  module="host_training")
     assert ev.returncode == 2 and "ones the model knows" in ev.stderr
+
+
+def test_leave_out_series_trains_without_it_and_measures_its_photos(tmp_path):
+    """Half of each class's photos become a second series (phone photos IMG_NNNN.jpg); a
+    bundle trained without it meets exactly those photos, per class."""
+    import cv2
+
+    from host_training.cli.train import SERIES
+    from host_training.train.samples import series_of
+
+    assert {series_of(n) for n in ("a.png", "IMG_1.jpg", "20250210_111952_018.jpg",
+                                   "x.jpg")} == set(SERIES)
+    classes = ("note_5", "note_10")
+    data = synthetic.write_dataset(tmp_path / "data", 12, seed=1, classes=classes)
+    negs = synthetic.write_dataset(tmp_path / "negs", 12, seed=3, classes=("empty",))
+    for c in classes:
+        for i, f in enumerate(sorted((data / c).glob("*.png"))[:4]):
+            cv2.imwrite(str(data / c / f"IMG_{i:04d}.jpg"), cv2.imread(str(f)))
+            f.unlink()
+    common = ["--negatives", str(negs), "--input-size", "32", "--alpha", "0.35", "--weights",
+              "none", "--fine-tune-epochs", "1", "--representative-count", "10",
+              "--max-int8-drop", "100", "--no-compile", "--no-loso"]
+    bad = run_cli("train", "--data", str(data), "--leave-out-series", "hand", "--out",
+                  str(tmp_path / "x"), *common, module="host_training")
+    assert bad.returncode == 2 and "no photo of that series" in bad.stderr
+    out = tmp_path / "fold"
+    r = run_cli("train", "--data", str(data), "--leave-out-series", "table", "--out", str(out),
+                *common, module="host_training", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    b = load_bundle(out)
+    fig = json.loads((out / "held_out.json").read_text())
+    assert fig["series"] == "table" and fig["n"] == 8  # the 4 IMG_ photos of each class
+    assert {c: v["n"] for c, v in fig["per_class"].items()} == {"note_5": 4, "note_10": 4}
+    for v in fig["per_class"].values():
+        assert v["accepted_right"] + v["accepted_wrong"] <= 1
+        assert sum(v["taken_for"].values()) == round(v["accepted_wrong"] * v["n"])
+    assert b.manifest["open_set"]["held_out_series"] == fig
+    assert "## Whole recipe, an unseen photo series: table" in (out / "report.md").read_text()
+    assert "unseen series table (whole recipe): 8 photos" in r.stdout
+    # the series was not trained on: 8 training photos per class became 6 after the split
+    assert b.manifest["training"]["settings"]["data"] != str(data)

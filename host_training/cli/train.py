@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+SERIES = ("webcam", "table", "hand", "other")  # train.samples.series_of's names
+
 
 def _roi(text: str) -> tuple[float, float, float, float]:
     """--roi x,y,w,h: four fractions of the image."""
@@ -148,6 +150,12 @@ def _add_open_world_options(t: argparse.ArgumentParser) -> None:
                         "leave-one-denomination-out on the real network, not the frozen-"
                         "feature proxy; the figures go into report.md and untaught.json. "
                         "Repeat for several classes")
+    o.add_argument("--leave_out_series", "--leave-out-series", dest="leave_out_series",
+                   choices=SERIES, metavar="SERIES",
+                   help="train the whole recipe without one photo series of --data and "
+                        "--val-data (named by file name: " + ", ".join(SERIES) + "), then "
+                        "measure its photos: accepted right, accepted as a wrong value and "
+                        "what for; into report.md and held_out.json")
     o.add_argument("--no_loso", "--no-loso", dest="no_loso", action="store_true",
                    help="skip the leave-one-series-out figures")
 
@@ -157,6 +165,7 @@ def run(a: argparse.Namespace) -> int:
     from host_training.cli.train_steps import (
         check_folders,
         compile_if_possible,
+        measure_held_out,
         measure_untaught,
         print_summary,
         report_sources,
@@ -170,6 +179,7 @@ def run(a: argparse.Namespace) -> int:
         s = settings_from_args(a, folders, refused)
         manifest = run_training(s)
         measure_untaught(s.out, folders)
+        measure_held_out(s.out, folders, a.leave_out_series)
     report_sources(sources, s.out)
     print_summary(manifest, s.out)
     if not a.no_compile:

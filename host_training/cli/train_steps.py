@@ -30,6 +30,15 @@ def check_folders(a: argparse.Namespace) -> tuple[dict[str, dict[str, int]], lis
     if missing:
         raise DatasetError(f"--leave-out {', '.join(missing)}: no such class in --data "
                            f"(its classes: {', '.join(sorted(taught))})")
+    if a.leave_out_series:
+        from host_training.train.samples import series_of
+
+        folders = [*a.data, *([a.val_data] if a.val_data else [])]
+        if not any(series_of(f) == a.leave_out_series for d in folders for f in
+                   (p.name for p in Path(d).rglob("*") if p.is_file())):
+            raise DatasetError(f"--leave-out-series {a.leave_out_series}: no photo of that "
+                               "series in --data or --val-data (series are told by file "
+                               "name; see host_training/train/samples.py:series_of)")
     if set(refused) & taught:
         raise DatasetError(f"class(es) {sorted(set(refused) & taught)} are in --data and in "
                            "--refuse: a class is either accepted or refused; remove it from one")
@@ -44,6 +53,7 @@ class Folders:
     data: Path
     val_data: Path | None
     untaught: Path | None
+    held_out: Path | None = None  # --leave-out-series: that series' photos
 
 
 @contextmanager
@@ -51,8 +61,9 @@ def training_folders(a: argparse.Namespace) -> Iterator[Folders]:
     """The given folders, or temporary unions of links to them (several --data, a class
     left out), removed afterwards."""
     from host_training.train.dataset import union_folder
+    from host_training.train.samples import series_of
 
-    left = set(a.leave_out or ())
+    left, series = set(a.leave_out or ()), a.leave_out_series
     made: list[Path] = []
 
     def union(folders: list[Path], **kw) -> Path:
@@ -60,12 +71,18 @@ def training_folders(a: argparse.Namespace) -> Iterator[Folders]:
         return union_folder(folders, made[-1], **kw)
 
     taught = [*a.data, *(a.refuse or [])]
+    every = [*a.data, *([a.val_data] if a.val_data else [])]
+    kw = {"exclude": left}
+    if series:
+        kw["keep"] = lambda f: series_of(f.name) != series
     try:
         yield Folders(
-            data=union(taught, exclude=left) if left or len(taught) > 1 else a.data[0],
-            val_data=union([a.val_data], exclude=left) if left and a.val_data else a.val_data,
-            untaught=union([*a.data, *([a.val_data] if a.val_data else [])], only=left)
-            if left else None)
+            data=union(taught, **kw) if left or series or len(taught) > 1 else a.data[0],
+            val_data=union([a.val_data], **kw) if (left or series) and a.val_data
+            else a.val_data,
+            untaught=union(every, only=left) if left else None,
+            held_out=union(every, exclude=left, keep=lambda f: series_of(f.name) == series)
+            if series else None)
     finally:
         for d in made:
             shutil.rmtree(d, ignore_errors=True)
@@ -82,13 +99,50 @@ def measure_untaught(out: Path, folders: Folders) -> dict | None:
 
     fig = evaluate_model(out, folders.val_data, untaught=folders.untaught)["untaught"]
     (out / "untaught.json").write_text(json.dumps(fig, indent=2) + "\n")
-    report = out / "report.md"
-    report.write_text(report.read_text() + "\n".join(untaught.section(fig)) + "\n")
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["open_set"]["untaught"] = fig
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    _add_to_bundle(out, untaught.section(fig), "untaught", fig)
     print(untaught.summary(fig))
     return fig
+
+
+def measure_held_out(out: Path, folders: Folders, series: str | None) -> dict | None:
+    """--leave-out-series: the finished bundle meets the held-out series' photos of the
+    classes it knows (another camera and setting): top-1, accepted right, accepted as a
+    wrong value and what each class is taken for, into held_out.json, report.md and the
+    manifest (open_set.held_out_series), resealed by report_sources."""
+    if folders.held_out is None:
+        return None
+    from device.bundle import load_bundle
+    from host_training.openset import unseen_series
+    from host_training.train.dataset import folder_classes, union_folder
+    from host_training.train.evaluate import evaluate_model
+
+    labels = load_bundle(out).labels
+    classes = folder_classes(folders.held_out)
+    unknown = sorted(set(classes) - set(labels))
+    if unknown:
+        log.warning("series %s: class(es) %s have no photos outside it, so the bundle does "
+                    "not know them; measured on the others only", series, unknown)
+    known = union_folder([folders.held_out], folders.held_out.parent
+                         / (folders.held_out.name + "-known"), only=set(labels))
+    try:
+        res = evaluate_model(out, known)
+    finally:
+        shutil.rmtree(known, ignore_errors=True)
+    fig = unseen_series.figures(res, series or "", unknown)
+    (out / "held_out.json").write_text(json.dumps(fig, indent=2) + "\n")
+    _add_to_bundle(out, unseen_series.section(fig), "held_out_series", fig)
+    print(unseen_series.summary(fig))
+    return fig
+
+
+def _add_to_bundle(out: Path, report_lines: list[str], key: str, fig: dict) -> None:
+    """Append to report.md and put the figures in the manifest's open_set (report_sources
+    reseals the bundle afterwards)."""
+    report = out / "report.md"
+    report.write_text(report.read_text() + "\n".join(report_lines) + "\n")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["open_set"][key] = fig
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def settings_from_args(a: argparse.Namespace, folders: Folders, refused: list[str]):

@@ -7,7 +7,7 @@ the pixels the device will feed the model.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,17 +187,22 @@ def data_sources(folders: list[Path]) -> dict[str, dict[str, int]]:
 
 
 def union_folder(folders: list[Path], into: Path, exclude: Collection[str] = (),
-                 only: Collection[str] | None = None) -> Path:
+                 only: Collection[str] | None = None,
+                 keep: Callable[[Path], bool] | None = None) -> Path:
     """One class-folder dataset over several: `into/<class>/<n>/` links to folder n's
     images (nothing copied; the loader reads class folders recursively), without the
     classes in `exclude` and, given `only`, with those classes alone (a fold that leaves
-    some out, and the left-out photos). The folders' attribution files are gathered into
-    one ATTRIBUTION.txt."""
+    some out, and the left-out photos) and, given `keep`, the files it keeps (a photo
+    series held out). The folders' attribution files are gathered into one ATTRIBUTION.txt."""
     notes = []
     for n, folder in enumerate(folders):
         for label, files in _class_files(folder).items():
             if label in exclude or (only is not None and label not in only):
                 continue
+            if keep is not None:
+                files = [f for f in files if keep(f)]
+                if not files:
+                    continue
             sub = into / label / str(n)
             sub.mkdir(parents=True, exist_ok=True)
             for f in files:
