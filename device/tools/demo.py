@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def print_messages(port: int, prefix: str):
     from device.mqtt.client import guarded, make_client
 
     raw_shown = []
+    gone = threading.Event()  # the daemon said it stopped (or its will said offline)
 
     def on_message(client, userdata, msg):
         topic = msg.topic.removeprefix(prefix)
@@ -106,6 +108,8 @@ def print_messages(port: int, prefix: str):
             p = json.loads(msg.payload)
         except ValueError:
             print(f"{topic:14s} {msg.payload.decode(errors='replace')}", flush=True)
+            if topic == "availability" and msg.payload in (b"stopped", b"offline"):
+                gone.set()
             return
         if topic in ("event", "result") and not raw_shown:
             # once, exactly what a machine controller receives (mosquitto_sub -v prints it so)
@@ -139,6 +143,7 @@ def print_messages(port: int, prefix: str):
     client.on_message = guarded(on_message)
     client.connect("127.0.0.1", port)
     client.loop_start()
+    client.user_data_set({"gone": gone})
     return client
 
 
@@ -220,7 +225,9 @@ def stop(daemon: subprocess.Popen, sub, broker: subprocess.Popen, rc: int) -> in
         except subprocess.TimeoutExpired:
             daemon.kill()
             rc = 1
-    time.sleep(0.3)  # let the last messages (stopped) print
+    # the daemon's last message (availability stopped) must print before the printer goes;
+    # a killed daemon sends none, its will says offline: at most a few seconds either way
+    sub.user_data_get()["gone"].wait(5)
     sub.loop_stop()
     sub.disconnect()
     broker.terminate()
