@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from .conftest import ROOT
 
@@ -69,3 +70,40 @@ def test_ctrl_c_stops_the_daemon_before_the_broker(tmp_path):
     after = lines[stopped:]
     assert not any(w in ln.lower() for ln in after for w in ("reconnect", "connection lost",
                                                               "disconnected", "error")), after
+
+
+def _left_running(marker: str) -> list[str]:
+    """Command lines of live processes that mention `marker` (the demo's workdir)."""
+    found = []
+    for p in Path("/proc").iterdir():
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if p.name.isdigit() and marker in cmd:
+            found.append(cmd)
+    return found
+
+
+def test_ctrl_c_while_starting_leaves_nothing_running(tmp_path):
+    """Ctrl-C right after the broker starts (while the printer connects and the daemon is
+    spawned): the demo still takes down what it started — a daemon or broker left in its
+    own session would run on and hold the terminal's output open."""
+    proc = subprocess.Popen([sys.executable, "-m", "device.tools.demo", "--fps", "10",
+                             "--workdir", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if line.startswith("broker on"):
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines += out.splitlines()
+    assert proc.returncode == 0, lines[-20:]
+    assert lines[-1].startswith("demo finished"), lines[-20:]
+    assert _left_running(str(tmp_path)) == []

@@ -11,8 +11,10 @@ prints the page's address and what a machine controller would receive. Ctrl-C (o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -207,29 +209,46 @@ def announce(port: int, config: Path, web_port: int) -> None:
               "unknown", flush=True)
 
 
-def wait_daemon(daemon: subprocess.Popen, seconds: float) -> int:
-    """Until the daemon exits (its exit code) or `seconds` pass (0: until Ctrl-C)."""
+def catch_stop_signals() -> threading.Event:
+    """Ctrl-C (SIGINT) and SIGTERM set an event instead of raising KeyboardInterrupt
+    wherever the main thread happens to be: raised inside subprocess's own code it could
+    skip the cleanup and leave the daemon and the broker running (in their own sessions,
+    holding the terminal's output open). A second Ctrl-C changes nothing."""
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    return stopping
+
+
+def wait_daemon(daemon: subprocess.Popen, seconds: float, stopping: threading.Event) -> int:
+    """Until the daemon exits (its exit code), `seconds` pass (0: never) or Ctrl-C."""
     deadline = time.monotonic() + seconds if seconds else None
-    while daemon.poll() is None and (deadline is None or time.monotonic() < deadline):
-        time.sleep(0.2)
+    while daemon.poll() is None and not stopping.wait(0.2):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
     return daemon.returncode if daemon.poll() is not None else 0
 
 
-def stop(daemon: subprocess.Popen, sub, broker: subprocess.Popen, rc: int) -> int:
-    """The daemon first (SIGTERM, killed after 15 s), then the printer, the broker last."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip this
-    if daemon.poll() is None:
+def stop(daemon: subprocess.Popen | None, sub, broker: subprocess.Popen, rc: int) -> int:
+    """The daemon first (SIGTERM; after 15 s its whole process group, inference worker
+    included, is killed), then the printer, the broker last."""
+    if daemon is not None and daemon.poll() is None:
         daemon.send_signal(signal.SIGTERM)
         try:
             rc = daemon.wait(15)
+            # still starting, it had no handler yet: ended by the signal, as asked
+            rc = 0 if rc == -signal.SIGTERM else rc
         except subprocess.TimeoutExpired:
-            daemon.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(daemon.pid, signal.SIGKILL)  # its own session: pgid == pid
+            daemon.wait()
             rc = 1
-    # the daemon's last message (availability stopped) must print before the printer goes;
-    # a killed daemon sends none, its will says offline: at most a few seconds either way
-    sub.user_data_get()["gone"].wait(5)
-    sub.loop_stop()
-    sub.disconnect()
+    if sub is not None:
+        # the daemon's last message (availability stopped) must print before the printer
+        # goes; a killed daemon sends none, its will says offline: a few seconds at most
+        sub.user_data_get()["gone"].wait(5)
+        sub.loop_stop()
+        sub.disconnect()
     broker.terminate()
     broker.wait(5)
     return rc
@@ -242,22 +261,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """The demo: replay, broker, config, the message printer, the daemon until stopped."""
+    """The demo: replay, broker, config, the message printer, the daemon until stopped;
+    whatever happens after the broker starts, stop() takes everything down in order."""
+    stopping = catch_stop_signals()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     source = replay_source(args, work)
     web_port = free_port() if args.web_port < 0 else args.web_port
     broker, port = start_broker(work)
-    config = write_config(args, work, source, port, web_port)
-    announce(port, config, web_port)
-    sub = print_messages(port, "coral-classifier/demo/")
-    daemon = subprocess.Popen([sys.executable, "-m", "device", "run", "--config", str(config)],
-                              cwd=ROOT, start_new_session=True)
+    daemon = sub = None
     rc = 0
     try:
-        rc = wait_daemon(daemon, args.seconds)
-    except KeyboardInterrupt:
-        pass
+        config = write_config(args, work, source, port, web_port)
+        announce(port, config, web_port)
+        sub = print_messages(port, "coral-classifier/demo/")
+        daemon = subprocess.Popen([sys.executable, "-m", "device", "run", "--config",
+                                   str(config)], cwd=ROOT, start_new_session=True)
+        rc = wait_daemon(daemon, args.seconds, stopping)
     finally:
         rc = stop(daemon, sub, broker, rc)
     print(f"demo finished (daemon exit code {rc})"
