@@ -47,7 +47,9 @@ def test_measure_counts_what_untaught_notes_are_taken_for_and_the_cost_of_refusi
     assert fig["curve"][0]["accepted_right"] > fig["curve"][-1]["accepted_right"]
     k = fig["keep_for_target"]
     assert k["untaught_accepted"] <= untaught.TARGET and k["keep"] < 0.99
-    assert f"keeping {k['keep']:.2f}" in untaught.summary(fig)
+    assert f"class_mean_cosine reaches it keeping {k['keep']:.2f}" in untaught.summary(fig)
+    assert set(fig["other_rules"]) == {"max_softmax"}
+    assert "max_softmax" in untaught.summary(fig)
     assert "| c | 20 | 100.0 % | a 20 |" in "\n".join(untaught.section(fig, ["c"]))
     # without validation outputs: the untaught figures alone, and a hint for the curve
     alone = untaught.measure(point, LABELS, None, None, bad, ["c"] * 20, 0.005)
