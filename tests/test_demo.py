@@ -46,9 +46,9 @@ def test_demo_prints_one_raw_topic_with_its_json(tmp_path):
     assert any(ln.startswith("watch the raw topics yourself: mosquitto_sub") for ln in lines)
 
 
-def test_ctrl_c_stops_the_daemon_before_the_broker(tmp_path):
-    """Ctrl-C in a terminal signals the whole foreground process group: the daemon must
-    still stop while the broker lives, so no reconnect warning ends the output."""
+def _ctrl_c_demo(tmp_path, at: str) -> tuple[subprocess.Popen, list[str]]:
+    """Run the demo until a line starting with `at`, then Ctrl-C it as a terminal does
+    (SIGINT to the whole foreground process group); the exited process and every line."""
     proc = subprocess.Popen([sys.executable, "-m", "device.tools.demo", "--fps", "10",
                              "--workdir", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -56,14 +56,20 @@ def test_ctrl_c_stops_the_daemon_before_the_broker(tmp_path):
     try:
         for line in proc.stdout:
             lines.append(line.rstrip())
-            if line.startswith("event"):
+            if line.startswith(at):
                 break
-        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    lines += out.splitlines()
+    return proc, lines + out.splitlines()
+
+
+def test_ctrl_c_stops_the_daemon_before_the_broker(tmp_path):
+    """Ctrl-C in a terminal signals the whole foreground process group: the daemon must
+    still stop while the broker lives, so no reconnect warning ends the output."""
+    proc, lines = _ctrl_c_demo(tmp_path, "event")
     assert proc.returncode == 0, lines[-20:]
     assert lines[-1].startswith("demo finished (daemon exit code 0)"), lines[-20:]
     stopped = max(i for i, ln in enumerate(lines) if ln.startswith("availability   stopped"))
@@ -89,21 +95,7 @@ def test_ctrl_c_while_starting_leaves_nothing_running(tmp_path):
     """Ctrl-C right after the broker starts (while the printer connects and the daemon is
     spawned): the demo still takes down what it started — a daemon or broker left in its
     own session would run on and hold the terminal's output open."""
-    proc = subprocess.Popen([sys.executable, "-m", "device.tools.demo", "--fps", "10",
-                             "--workdir", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line.rstrip())
-            if line.startswith("broker on"):
-                break
-        os.killpg(proc.pid, signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    lines += out.splitlines()
+    proc, lines = _ctrl_c_demo(tmp_path, "broker on")
     assert proc.returncode == 0, lines[-20:]
     assert lines[-1].startswith("demo finished"), lines[-20:]
     assert _left_running(str(tmp_path)) == []

@@ -27,6 +27,13 @@ def _outputs(rng, top: np.ndarray, conf: np.ndarray, cos: np.ndarray) -> list[np
     return [probs, sims]
 
 
+def _tiny(negs) -> list[str]:
+    """Options for a tiny, fast training (no pretrained weights, one fine-tuning epoch)."""
+    return ["--negatives", str(negs), "--input-size", "32", "--alpha", "0.35", "--weights",
+            "none", "--fine-tune-epochs", "1", "--representative-count", "10",
+            "--max-int8-drop", "100", "--no-compile", "--no-loso"]
+
+
 def test_measure_counts_what_untaught_notes_are_taken_for_and_the_cost_of_refusing_them():
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 100)
@@ -62,9 +69,7 @@ def test_leave_out_trains_without_the_class_and_measures_its_photos(tmp_path):
     val = synthetic.write_dataset(tmp_path / "val", 5, seed=2, classes=classes)
     negs = synthetic.write_dataset(tmp_path / "negs", 12, seed=3, classes=("empty",))
     out = tmp_path / "fold"
-    common = ["--negatives", str(negs), "--input-size", "32", "--alpha", "0.35", "--weights",
-              "none", "--fine-tune-epochs", "1", "--representative-count", "10",
-              "--max-int8-drop", "100", "--no-compile", "--no-loso"]
+    common = _tiny(negs)
     bad = run_cli("train", "--data", str(data), "--leave-out", "note_50", "--out",
                   str(tmp_path / "x"), *common, module="host_training")
     assert bad.returncode == 2 and "--leave-out note_50: no such class" in bad.stderr
@@ -112,9 +117,7 @@ def test_leave_out_series_trains_without_it_and_measures_its_photos(tmp_path):
         for i, f in enumerate(sorted((data / c).glob("*.png"))[:4]):
             cv2.imwrite(str(data / c / f"IMG_{i:04d}.jpg"), cv2.imread(str(f)))
             f.unlink()
-    common = ["--negatives", str(negs), "--input-size", "32", "--alpha", "0.35", "--weights",
-              "none", "--fine-tune-epochs", "1", "--representative-count", "10",
-              "--max-int8-drop", "100", "--no-compile", "--no-loso"]
+    common = _tiny(negs)
     bad = run_cli("train", "--data", str(data), "--leave-out-series", "hand", "--out",
                   str(tmp_path / "x"), *common, module="host_training")
     assert bad.returncode == 2 and "no photo of that series" in bad.stderr
