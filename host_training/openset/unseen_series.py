@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from host_training.openset.calibrate import REJECTED
+from host_training.openset.untaught import pct as _pct
+from host_training.openset.untaught import round4 as _r
 
 
 def figures(result: dict, series: str, unknown: Sequence[str] = ()) -> dict:
@@ -62,11 +64,3 @@ def summary(fig: dict) -> str:
     return (f"unseen series {fig['series']} (whole recipe): {fig['n']} photos, top-1 "
             f"{_pct(fig['top1'])}, accepted right {_pct(fig['accepted_right'])}, accepted as "
             f"a wrong value {_pct(fig['accepted_wrong'])}")
-
-
-def _r(v) -> float | None:
-    return None if v is None else round(float(v), 4)
-
-
-def _pct(v) -> str:
-    return "—" if v is None else f"{100 * v:.1f} %"

@@ -54,7 +54,7 @@ def measure(point: OperatingPoint, labels: Sequence[str], val_outputs: Sequence[
     out["validation"] = {k: val[k] for k in ("n_notes", "accepted_right", "accepted_wrong")}
     correct = val_outputs[0].argmax(1) == val_y
     kind = point.ood.kind if point.ood else "max_softmax"
-    out["auroc"] = {k: _round(calibrate.auroc(calibrate.ood_values(k, val_outputs)[correct],
+    out["auroc"] = {k: round4(calibrate.auroc(calibrate.ood_values(k, val_outputs)[correct],
                                               calibrate.ood_values(k, untaught_outputs)))
                     for k in dict.fromkeys((kind, "max_softmax"))}
 
@@ -66,8 +66,8 @@ def measure(point: OperatingPoint, labels: Sequence[str], val_outputs: Sequence[
                                           labels, never)
         taken = np.array([v.accepted for v in calibrate.judge_all(p, labels, untaught_outputs)])
         return {"keep": keep, "untaught_accepted": _share(taken),
-                "accepted_right": _round(known["accepted_right"]),
-                "accepted_wrong": _round(known["accepted_wrong"])}
+                "accepted_right": round4(known["accepted_right"]),
+                "accepted_wrong": round4(known["accepted_wrong"])}
 
     def reaching(rule: str) -> dict | None:
         return next((r for r in (at(rule, k) for k in SEARCH_KEEPS)
@@ -94,28 +94,18 @@ def section(fig: dict, left_out: Sequence[str] = ()) -> list[str]:
              "| untaught class | photos | accepted | taken for |", "|---|---:|---:|---|"]
     for c, r in fig["untaught"].items():
         taken = ", ".join(f"{k} {v}" for k, v in r["taken_for"].items()) or "—"
-        lines.append(f"| {c} | {r['n']} | {_pct(r['accepted'])} | {taken} |")
+        lines.append(f"| {c} | {r['n']} | {pct(r['accepted'])} | {taken} |")
     v = fig.get("validation")
     if v:
         lines += ["", f"Validation notes of the taught classes ({v['n_notes']}): accepted right "
-                      f"{_pct(v['accepted_right'])}, accepted as a wrong value "
-                      f"{_pct(v['accepted_wrong'])}. AUROC, correct validation notes against "
+                      f"{pct(v['accepted_right'])}, accepted as a wrong value "
+                      f"{pct(v['accepted_wrong'])}. AUROC, correct validation notes against "
                       "the untaught ones: " + ", ".join(f"{k} {a}" for k, a in
                                                         fig["auroc"].items()) + ".", "",
                   f"The {fig['rule']} rule re-calibrated to keep less of the correct notes "
-                  "(the cost of refusing more untaught notes):", "",
-                  "| correct notes kept | untaught accepted | known accepted right | "
-                  "known accepted as a wrong value |", "|---:|---:|---:|---:|"]
-        lines += [f"| {r['keep']:.2f} | {_pct(r['untaught_accepted'])} | "
-                  f"{_pct(r['accepted_right'])} | {_pct(r['accepted_wrong'])} |"
-                  for r in fig["curve"]]
+                  "(the cost of refusing more untaught notes):", "", *_curve_table(fig["curve"])]
         for rule, o in fig.get("other_rules", {}).items():
-            lines += ["", f"The same curve for the {rule} rule:", "",
-                      "| correct notes kept | untaught accepted | known accepted right | "
-                      "known accepted as a wrong value |", "|---:|---:|---:|---:|"]
-            lines += [f"| {r['keep']:.2f} | {_pct(r['untaught_accepted'])} | "
-                      f"{_pct(r['accepted_right'])} | {_pct(r['accepted_wrong'])} |"
-                      for r in o["curve"]]
+            lines += ["", f"The same curve for the {rule} rule:", "", *_curve_table(o["curve"])]
         lines += ["", summary(fig)]
     return lines
 
@@ -123,26 +113,33 @@ def section(fig: dict, left_out: Sequence[str] = ()) -> list[str]:
 def summary(fig: dict) -> str:
     """One line: the untaught notes accepted, and at which share of correct notes kept each
     rule brings them to the target (and what that costs in known notes accepted right)."""
-    head = (f"never taught (whole recipe): {_pct(fig['untaught_accepted'])} of "
-            f"{fig['n_untaught']} photos accepted (target ≤ {_pct(fig['target'])})")
+    head = (f"never taught (whole recipe): {pct(fig['untaught_accepted'])} of "
+            f"{fig['n_untaught']} photos accepted (target ≤ {pct(fig['target'])})")
     if not fig.get("validation"):
         return head + "; give --val-data for the curve"
     rules = {fig["rule"]: fig.get("keep_for_target"),
              **{r: o["keep_for_target"] for r, o in fig.get("other_rules", {}).items()}}
     parts = [f"{rule} reaches it keeping {k['keep']:.2f} of correct notes (known accepted "
-             f"right {_pct(k['accepted_right'])}, untaught {_pct(k['untaught_accepted'])})"
+             f"right {pct(k['accepted_right'])}, untaught {pct(k['untaught_accepted'])})"
              if k else f"{rule} does not reach it down to {SEARCH_KEEPS[-1]:.2f} kept"
              for rule, k in rules.items()]
     return head + "; " + "; ".join(parts)
+
+
+def _curve_table(curve: list[dict]) -> list[str]:
+    return ["| correct notes kept | untaught accepted | known accepted right | "
+            "known accepted as a wrong value |", "|---:|---:|---:|---:|",
+            *(f"| {r['keep']:.2f} | {pct(r['untaught_accepted'])} | "
+              f"{pct(r['accepted_right'])} | {pct(r['accepted_wrong'])} |" for r in curve)]
 
 
 def _share(a: np.ndarray) -> float | None:
     return round(float(a.mean()), 4) if len(a) else None
 
 
-def _round(v) -> float | None:
+def round4(v) -> float | None:
     return None if v is None else round(float(v), 4)
 
 
-def _pct(v) -> str:
+def pct(v) -> str:
     return "—" if v is None else f"{100 * v:.1f} %"
