@@ -161,6 +161,36 @@ def test_ood_threshold_keeps_the_requested_share_of_notes():
     assert point.ood.kind == "class_mean_cosine" and point.ood.output == 1
 
 
+def test_score_keep_adds_the_top1_score_rule_on_top_of_the_ood_rule():
+    """Notes the cosine lets through but the network is unsure of (an untaught note close to
+    a known one) are refused by the score rule; off (1.0), the thresholds are as before."""
+    rng = np.random.default_rng(2)
+    n = 300
+    y = rng.integers(0, 3, n)
+    scores = np.full((n, 4), 0.0, np.float32)
+    scores[np.arange(n), y] = rng.integers(205, 256, n) / 256  # int8 steps, as on a device
+    sims = np.zeros((n, 4), np.float32)
+    sims[np.arange(n), y] = 0.95  # every note passes the cosine rule
+    kw = dict(labels=LABELS, background=["background"], unknown=[], kind="class_mean_cosine",
+              keep=0.99, max_false_accept=0.005)
+    off = calibrate.calibrate([scores, sims], y, **kw)
+    on = calibrate.calibrate([scores, sims], y, **kw, score_keep=0.9)
+    assert set(off.class_thresholds.values()) == {calibrate.MIN_CLASS_THRESHOLD}
+    top1 = scores[np.arange(n), y]
+    floor = np.quantile(top1, 0.1)
+    assert all(floor - 1e-4 <= t <= floor for t in on.class_thresholds.values())
+    assert on.ood == off.ood  # the OOD rule itself is unchanged
+    accepted = np.array([v.accepted for v in calibrate.judge_all(on, LABELS, [scores, sims])])
+    assert 0.88 <= accepted.mean() <= 0.92, accepted.mean()
+    # every note that reaches the floor is kept: thresholds are rounded down, never up
+    assert accepted[top1 >= floor].all() and not accepted[top1 < floor - 1e-4].any()
+    # int8 scores saturate at 255/256 = 0.99609375: a floor there must not become 0.9961
+    sat = scores.copy()
+    sat[np.arange(n), y] = np.where(np.arange(n) < 10, 0.85, 255 / 256)
+    point = calibrate.calibrate([sat, sims], y, **kw, score_keep=0.9)
+    assert all(v.accepted for v in calibrate.judge_all(point, LABELS, [sat, sims])[10:])
+
+
 # -- samples -------------------------------------------------------------------------------
 
 def test_series_from_file_names():

@@ -55,12 +55,34 @@ def test_measure_counts_what_untaught_notes_are_taken_for_and_the_cost_of_refusi
     k = fig["keep_for_target"]
     assert k["untaught_accepted"] <= untaught.TARGET and k["keep"] < 0.99
     assert f"class_mean_cosine reaches it keeping {k['keep']:.2f}" in untaught.summary(fig)
-    assert set(fig["other_rules"]) == {"max_softmax"}
+    assert set(fig["other_rules"]) == {"max_softmax", untaught.BOTH}
     assert "max_softmax" in untaught.summary(fig)
     assert "| c | 20 | 100.0 % | a 20 |" in "\n".join(untaught.section(fig, ["c"]))
     # without validation outputs: the untaught figures alone, and a hint for the curve
     alone = untaught.measure(point, LABELS, None, None, bad, ["c"] * 20, 0.005)
     assert alone["validation"] is None and "--val-data" in untaught.summary(alone)
+
+
+def test_both_scores_refuse_what_each_alone_lets_through():
+    """Two kinds of untaught note, as on the whole-recipe folds: one the network is sure of
+    but unlike its class mean (the cosine refuses it), one like the class mean but unsure
+    (max-softmax refuses it). Each rule alone lets one kind through; both refuse both."""
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 100)
+    val = _outputs(rng, y, rng.uniform(0.9, 0.996, 200), rng.uniform(0.8, 0.99, 200))
+    sure = _outputs(rng, np.zeros(20, int), np.full(20, 0.99), np.full(20, 0.6))
+    unsure = _outputs(rng, np.ones(20, int), np.full(20, 0.8), np.full(20, 0.95))
+    bad = [np.r_[a, b] for a, b in zip(sure, unsure, strict=True)]
+    point = OperatingPoint(threshold=0.6, background_labels=["background"],
+                           ood=OodRule(kind="class_mean_cosine", threshold=0.5, output=1))
+    fig = untaught.measure(point, LABELS, val, y, bad, ["c"] * 20 + ["d"] * 20, 0.005)
+    at95 = {r: next(p for p in c if p["keep"] == 0.95) for r, c in
+            [(fig["rule"], fig["curve"])] + [(k, o["curve"]) for k, o in
+                                              fig["other_rules"].items()]}
+    assert at95["class_mean_cosine"]["untaught_accepted"] == 0.5  # the unsure kind
+    assert at95["max_softmax"]["untaught_accepted"] == 0.5  # the sure kind
+    assert at95[untaught.BOTH]["untaught_accepted"] == 0.0
+    assert at95[untaught.BOTH]["accepted_right"] >= 0.89  # at most ~5 % + ~5 % handed back
 
 
 def test_leave_out_trains_without_the_class_and_measures_its_photos(tmp_path):

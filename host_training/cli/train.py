@@ -126,6 +126,10 @@ def _add_open_world_options(t: argparse.ArgumentParser) -> None:
     o.add_argument("--ood_keep", "--ood-keep", dest="ood_keep", type=float,
                    help="share of correctly classified validation notes the OOD threshold "
                         "keeps (default 0.99)")
+    o.add_argument("--score_keep", "--score-keep", dest="score_keep", type=float,
+                   help="share of correctly classified validation notes whose top-1 score "
+                        "reaches the class thresholds; below 1 the score rule refuses notes "
+                        "the OOD score lets through (default 0.95; 1 = off)")
     o.add_argument("--negative_eval", "--negative-eval", dest="negative_eval", type=Path,
                    help="negative set for the report only (never trained or calibrated on); "
                         "subfolders are reported as groups")

@@ -163,6 +163,7 @@ def settings_from_args(a: argparse.Namespace, folders: Folders, refused: list[st
         learning_rate=a.learning_rate, fine_tune_learning_rate=a.fine_tune_learning_rate,
         patience=a.patience, negatives=a.negatives, boxes=a.boxes, roi=a.roi,
         max_false_accept=a.max_false_accept, ood=a.ood, ood_keep=a.ood_keep,
+        score_keep=a.score_keep,
         epoch_samples=a.epoch_samples, negative_eval=a.negative_eval,
         loso=False if a.no_loso else None, other=a.other, other_exposure=a.other_exposure or None,
         refused_labels=tuple(refused) or None)

@@ -95,7 +95,8 @@ class FrozenHead:
 def lodo(views: Sequence[np.ndarray], labels: np.ndarray, val_feats: np.ndarray,
          val_labels: np.ndarray, names: Sequence[str], background: Sequence[str],
          never: Sequence[str], keep: float, max_false_accept: float, seed: int = 0,
-         max_train: int = 12000, other: dict[str, np.ndarray] | None = None) -> dict:
+         max_train: int = 12000, other: dict[str, np.ndarray] | None = None,
+         score_keep: float = 1.0) -> dict:
     """Leave-one-denomination-out on frozen features.
 
     views: feature arrays of the training pool (a clean view and augmented ones, same rows);
@@ -103,6 +104,7 @@ def lodo(views: Sequence[np.ndarray], labels: np.ndarray, val_feats: np.ndarray,
     carry a background id, or calibrate.NOT_A_CLASS). never: labels that are never accepted
     (background, unknown, refused): they are not left out and always train. `other`: named
     feature sets of real notes that are not ours, judged by every fold's head (near, too).
+    keep / score_keep: the bundle's rule (calibrate.calibrate), calibrated per fold.
 
     Returns {"folds": {class: figures}, "mean": ..., "warning": ...}; figures per fold: the
     left-out class's accept rate at the operating point (and what it was taken for), the
@@ -135,7 +137,7 @@ def lodo(views: Sequence[np.ndarray], labels: np.ndarray, val_feats: np.ndarray,
         calib = val_labels != c
         point = calibrate.calibrate([o[calib] for o in outs], val_labels[calib], names,
                                     list(background), unknown, "class_mean_cosine", keep,
-                                    max_false_accept)
+                                    max_false_accept, score_keep=score_keep)
         verdicts = calibrate.judge_all(point, names, outs)
         acc = np.array([v.accepted for v in verdicts])
         pred = outs[0].argmax(1)

@@ -25,6 +25,7 @@ from host_training.openset import calibrate
 CURVE_KEEPS = (0.99, 0.95, 0.9, 0.85, 0.8, 0.7)
 TARGET = 0.05  # the target: an untaught denomination accepted at most 5 % of the time
 SEARCH_KEEPS = tuple(round(k, 2) for k in np.arange(0.99, 0.49, -0.01))
+BOTH = "class_mean_cosine+max_softmax"  # both scores, each keeping the same share
 
 
 def measure(point: OperatingPoint, labels: Sequence[str], val_outputs: Sequence[np.ndarray] | None,
@@ -59,9 +60,10 @@ def measure(point: OperatingPoint, labels: Sequence[str], val_outputs: Sequence[
                     for k in dict.fromkeys((kind, "max_softmax"))}
 
     def at(rule: str, keep: float) -> dict:
+        kind, score_keep = ("class_mean_cosine", keep) if rule == BOTH else (rule, 1.0)
         p = calibrate.calibrate(val_outputs, val_y, labels, point.background_labels,
-                                point.unknown_labels, rule, keep, max_false_accept,
-                                point.refused_labels)
+                                point.unknown_labels, kind, keep, max_false_accept,
+                                point.refused_labels, score_keep)
         known = calibrate.decision_report(calibrate.judge_all(p, labels, val_outputs), val_y,
                                           labels, never)
         taken = np.array([v.accepted for v in calibrate.judge_all(p, labels, untaught_outputs)])
@@ -74,8 +76,11 @@ def measure(point: OperatingPoint, labels: Sequence[str], val_outputs: Sequence[
                      if r["untaught_accepted"] is not None
                      and r["untaught_accepted"] <= TARGET), None)
 
-    # the bundle's rule, and max-softmax beside it: which score carries over to a fold
-    rules = list(dict.fromkeys((kind, "max_softmax")))
+    # the bundle's OOD rule, max-softmax and (with a cosine output) both together beside
+    # it: which score carries over to a fold
+    rules = list(dict.fromkeys((kind, "max_softmax", *((BOTH,) if len(val_outputs) > 1
+                                                        and kind == "class_mean_cosine"
+                                                        else ()))))
     out["rule"] = kind
     out["curve"] = [at(kind, k) for k in CURVE_KEEPS]
     out["keep_for_target"] = reaching(kind)

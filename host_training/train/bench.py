@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     lodo = nearood.lodo([v[tr] for v in feats], ds.labels[tr], feats[0][va], ds.labels[va],
-                        ds.class_names, [], [], s.ood_keep, s.max_false_accept)
+                        ds.class_names, [], [], s.ood_keep, s.max_false_accept,
+                        score_keep=s.score_keep)
     lodo_s = time.perf_counter() - t0
     built.head.compile(optimizer="adam", loss="categorical_crossentropy")
     built.head.fit(f, yy, epochs=1, batch_size=s.batch_size, verbose=0)

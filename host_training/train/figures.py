@@ -45,7 +45,8 @@ def open_set_figures(point: OperatingPoint, names, val_out, val_y, n_frames: int
                                          unknown_labels=point.unknown_labels,
                                          refused_labels=point.refused_labels)}
     fig: dict = {"validation": {}, "validation_negatives": {}, "negative_set": {},
-                 "ood_kind": point.ood.kind if point.ood else "none"}
+                 "ood_kind": (point.ood.kind if point.ood else "none") + (
+                     f" + top-1 score keeping {s.score_keep:.2f}" if s.score_keep < 1 else "")}
     frames = [o[:n_frames] for o in val_out]
     negs = [o[n_frames:] for o in val_out]
     for key, pt in points.items():
@@ -108,7 +109,8 @@ def lodo(cache: dict | None, train_y: np.ndarray, val_y: np.ndarray, names,
     never = [*point.background_labels, *point.unknown_labels, *point.refused_labels]
     t0 = time.perf_counter()
     out = nearood.lodo(cache["train"], train_y, cache["val"], val_y, names,
-                       point.background_labels, never, s.ood_keep, s.max_false_accept, s.seed)
+                       point.background_labels, never, s.ood_keep, s.max_false_accept, s.seed,
+                       score_keep=s.score_keep)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 

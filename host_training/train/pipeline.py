@@ -185,7 +185,8 @@ def measure(stage: Path, p: Prepared, f: Fitted, s: TrainSettings, started) -> d
     background = [p.opens.background] if p.opens.background else []
     unknown = [lb for lb in names if lb.lower() in ("unknown", "other")]
     point = calibrate.calibrate(val_out, p.val_y, names, background, unknown, s.ood,
-                                s.ood_keep, s.max_false_accept, s.refused_labels)
+                                s.ood_keep, s.max_false_accept, s.refused_labels,
+                                s.score_keep)
     neg = p.negative_eval
     neg_out = outputs_of(clf, neg.images, "negative set") if neg else None
     openset = figures.open_set_figures(point, names, val_out, p.val_y, len(p.val.labels),

@@ -88,6 +88,9 @@ class TrainSettings(BaseModel):
     ood: str = Field("class_mean_cosine", pattern="^(class_mean_cosine|max_softmax|none)$")
     ood_keep: float = Field(0.99, gt=0.5, le=1, description="share of correctly classified "
                             "validation notes the OOD threshold lets through")
+    score_keep: float = Field(0.95, gt=0.5, le=1, description="share of correctly classified "
+                              "validation notes whose top-1 score reaches the class "
+                              "thresholds (max-softmax on top of the OOD rule; 1 = off)")
     epoch_samples: int = Field(0, ge=0, description="samples per fine-tuning epoch, drawn "
                                "at random (0 = the whole training pool)")
     negative_eval: Path | None = Field(None, description="a negative set evaluated (never "
