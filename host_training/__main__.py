@@ -43,13 +43,14 @@ from host_training.cli import (  # noqa: E402  (after quiet_tensorflow, on purpo
     fleet,
     inspect,
     negative_set,
+    retune,
     train,
 )
 from host_training.cli import compile as compile_cmd  # noqa: E402
 
 # the subcommands, in --help's order: each module adds its parser and runs its job
-COMMANDS = (train, inspect, check_edgetpu, compile_cmd, evaluate, negative_set, demo_data,
-            fleet)
+COMMANDS = (train, inspect, check_edgetpu, compile_cmd, evaluate, retune, negative_set,
+            demo_data, fleet)
 
 
 def build_parser() -> argparse.ArgumentParser:

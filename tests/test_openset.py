@@ -396,6 +396,67 @@ def test_evaluate_applies_the_operating_point(open_bundle):
     assert res["negatives"]["false_accept"] <= 0.25  # it trained on most of them
 
 
+def test_retune_tightens_a_bundle_without_retraining(open_bundle, tmp_path):
+    """`coral-train retune`: the same network, every class threshold raised to the top-1
+    score the asked share of correct validation notes reaches, none lowered, the OOD rule
+    kept; the new bundle sealed, re-measured, and decided by the device with its point."""
+    import shutil
+
+    root, src = open_bundle["root"], open_bundle["out"]
+    before = load_bundle(src).manifest
+    assert before["training"]["settings"]["score_keep"] == 0.95  # the trainer's default
+    untouched = (src / "manifest.json").read_bytes()
+    out = tmp_path / "retuned"
+    r = run_cli("retune", "--model", str(src), "--val-data", str(root / "val"),
+                "--score-keep", "0.6", "--out", str(out), "--version", "0.0.2",
+                "--negatives", str(root / "negatives"), module="host_training")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (src / "manifest.json").read_bytes() == untouched  # the source is left alone
+    b = load_bundle(out)
+    m, old, new = b.manifest, operating_point(before), operating_point(b.manifest)
+    assert m["version"] == "0.0.2" and b.sha256 == load_bundle(src).sha256  # same network
+    s = m["retuned"]
+    assert s["from_version"] == "0.0.1" and s["score_keep"] == 0.6
+    assert new.ood == old.ood
+    for lb, t in new.class_thresholds.items():
+        assert t >= old.class_thresholds.get(lb, old.threshold)
+        assert t >= s["score_floor"] or t == 0.999
+    assert s["changed"], "0.6 of the correct notes kept must raise some threshold"
+    assert s["validation"]["accepted_right"] < s["validation_before"]["accepted_right"]
+    assert m["open_set"]["validation"]["ours"]["accepted_right"] == \
+        s["validation"]["accepted_right"]
+    report = (out / "report.md").read_text()
+    assert report.startswith(f"# {m['name']} v0.0.2") and "retuned (from v0.0.1)" in report
+    # the device decides with the new thresholds, nothing else
+    notes = sorted((root / "val").rglob("*.png"))
+    c = run_cli("classify", "--model", str(out), "--backend", "cpu", "--json",
+                *map(str, notes))
+    assert c.returncode == 0, c.stderr[-2000:]
+    for x in map(json.loads, c.stdout.splitlines()):
+        passes = (x["score"] >= new.class_thresholds.get(x["label"], new.threshold)
+                  and x["ood_score"] <= new.ood.threshold and x["label"] != BACKGROUND)
+        assert x["accepted"] == passes, x
+    # in place: the bundle is swapped only once the new one is sealed
+    copy = tmp_path / "copy"
+    shutil.copytree(src, copy)
+    r = run_cli("retune", "--model", str(copy), "--val-data", str(root / "val"), "--out",
+                str(copy), module="host_training")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_bundle(copy).version == "0.0.1+score0.95"
+    assert not list(tmp_path.glob(".copy*"))  # no half-written bundle left beside it
+    # bad input: one line naming what to do
+    for args, says in ((["--model", str(src / "model_quant.tflite")], "bundle folder"),
+                       (["--model", str(src), "--score-keep", "1.5"], "between 0.5 and 1"),
+                       (["--model", str(src), "--val-data", str(root / "negatives")],
+                        "no class subfolders")):
+        if "--val-data" not in args:
+            args += ["--val-data", str(root / "val")]
+        bad = run_cli("retune", *args, "--out", str(tmp_path / "x"), module="host_training")
+        assert bad.returncode == 2 and says in bad.stderr and "Traceback" not in bad.stderr, \
+            bad.stderr[-1500:]
+    assert not (tmp_path / "x").exists()
+
+
 def test_plain_dataset_warns_it_has_no_reject_path(tmp_path):
     data = synthetic.write_dataset(tmp_path / "data", per_class=10, seed=5,
                                    classes=("note_5", "note_10"))
