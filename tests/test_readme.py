@@ -38,7 +38,8 @@ def test_make_targets_and_subcommands_named_in_the_readme_exist():
     for sub in set(re.findall(r"coral-classifier (run|check-config|classify|doctor|fleet)\b",
                               text)):
         assert run_cli(sub, "--help").returncode == 0, sub
-    for sub in ("train", "evaluate", "inspect", "check-edgetpu", "compile", "negative-set"):
+    for sub in ("train", "evaluate", "retune", "inspect", "check-edgetpu", "compile",
+                "negative-set"):
         assert sub in text
         assert run_cli(sub, "--help", module="host_training").returncode == 0, sub
 
