@@ -180,26 +180,30 @@ class JudgedModel(Protocol):
 class DecisionEngine:
     """The daemon's policies: one per (loaded model, region), resolved when first asked for
     a model and kept until another model is loaded (a reload swaps the model; frames still
-    in flight keep being judged by the policy of the model that classified them)."""
+    in flight keep being judged by the policy of the model that classified them).
+
+    A model is its network *and* its operating point: `coral-train retune` ships the same
+    network (same sha256) with new thresholds, so a cached policy is used only while the
+    model's point is the very object it was resolved from."""
 
     def __init__(self, config: DecisionSettings | None = None,
                  regions: Sequence[Any] = ()):
         self.config = config
         self.regions = {r.name: r for r in regions}
-        self._policies: dict[tuple[str, str], Policy] = {}
+        self._policies: dict[tuple[str, str], tuple[OperatingPoint | None, Policy]] = {}
         self._scenes: dict[str, EmptyScene] = {}  # per region: the empty slot's look
         self.foreign = bool(getattr(config, "foreign_object", False))
 
     def policy(self, model: JudgedModel, roi: str = "") -> Policy:
         key = (model.sha256, roi)
         found = self._policies.get(key)
-        if found is None:
+        if found is None or found[0] is not model.point:
             if len(self._policies) > 4 * (len(self.regions) + 1):
                 self._policies.clear()  # models come and go on reloads; keep a handful
-            point = model.point or OperatingPoint()
-            found = self._policies[key] = resolve_policy(point, self.config,
-                                                         self.regions.get(roi))
-        return found
+            policy = resolve_policy(model.point or OperatingPoint(), self.config,
+                                    self.regions.get(roi))
+            found = self._policies[key] = (model.point, policy)
+        return found[1]
 
     def judge(self, model: JudgedModel, roi: str, outputs: Sequence[np.ndarray],
               image: np.ndarray | None = None) -> Verdict:

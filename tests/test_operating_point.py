@@ -96,3 +96,48 @@ def test_a_config_or_region_threshold_decides_results_and_events_alike(
         ("note_10", "accepted", None)]
     assert events[1]["reason"] == "below_threshold"
 
+
+
+def test_a_reloaded_bundle_with_the_same_network_and_new_thresholds_decides_anew(
+        tmp_path, broker, daemon_factory):
+    """What `coral-train retune` ships: the same model file (same sha256), a stricter
+    operating point. After a reload (SIGHUP, as `make deploy` and systemd's ExecReload
+    send) the note_20 passes that were values must become `unknown` events."""
+    import signal
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DEMO, bundle)
+    m = json.loads((bundle / "manifest.json").read_text())
+    m.pop("files")
+
+    def point(note_20: float) -> None:
+        m["decision"] = {"threshold": 0.6, "class_thresholds": {"note_20": note_20},
+                         "background_labels": ["empty"], "unknown_labels": []}
+        write_manifest(bundle, m)
+
+    point(0.6)
+    replay = tmp_path / "replay"
+    write_sequence(replay, ["note_20"], gap=3, frames_per_object=4, seed=11)
+    cfg = write_config(tmp_path / "re.toml",
+                       camera={"type": "replay", "source": str(replay), "fps": 40,
+                               "loop": True},
+                       model={"path": str(bundle), "backend": "cpu"},
+                       mqtt={"host": "127.0.0.1", "port": broker.port, "device_id": "re-1"},
+                       decision={"mode": "event"})
+    rec = Recorder(broker.port, "coral-classifier/re-1/#")
+    try:
+        d = daemon_factory(cfg)
+        rec.wait_for(lambda r: len(r.on("/event")) >= 2, 60, "note_20 events")
+        assert {e["label"] for e in rec.json_on("/event")} == {"note_20"}
+        point(1.01)  # retuned: the same network, note_20 now out of reach
+        reloads = d.output().count("reloaded: now")
+        d.proc.send_signal(signal.SIGHUP)
+        rec.wait_for(lambda r: d.output().count("reloaded: now") > reloads, 30, "the reload")
+        n = len(rec.on("/event"))
+        rec.wait_for(lambda r: any(e["label"] == "unknown" for e in r.json_on("/event")[n:]),
+                     60, "an unknown event after the reload")
+        later = len(rec.on("/event"))
+        rec.wait_for(lambda r: len(r.on("/event")) >= later + 2, 60, "two more events")
+        assert {e["label"] for e in rec.json_on("/event")[later:]} == {"unknown"}
+    finally:
+        rec.close()

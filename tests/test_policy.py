@@ -79,3 +79,22 @@ def test_engine_resolves_once_per_model_and_region():
     frame = outs([0.05, 0.95, 0, 0])
     assert engine.judge(Model, "", frame).accepted
     assert engine.judge(Model, "slot", frame).reason == "below_threshold"
+
+
+def test_a_retuned_bundle_is_judged_by_its_own_point_though_its_network_is_the_same():
+    """`coral-train retune` keeps the network (same sha256) and raises the thresholds: after
+    a reload the engine must not keep the old bundle's cached policy."""
+    class Old:
+        sha256, labels, point = "a" * 64, LABELS, BUNDLE
+
+    class Retuned:
+        sha256, labels = Old.sha256, LABELS
+        point = BUNDLE.model_copy(update={"class_thresholds": {"note_5": 0.9,
+                                                               "note_10": 0.96}})
+
+    engine = DecisionEngine(DecisionConfig())
+    frame = outs([0.02, 0.95, 0, 0.03])
+    assert engine.judge(Old, "", frame).accepted
+    assert engine.judge(Retuned, "", frame).reason == "below_threshold"
+    assert engine.judge(Old, "", frame).accepted  # a frame of the old model still in flight
+    assert engine.policy(Retuned, "") is engine.policy(Retuned, "")  # still cached
