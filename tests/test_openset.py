@@ -444,14 +444,25 @@ def test_retune_tightens_a_bundle_without_retraining(open_bundle, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert load_bundle(copy).version == "0.0.1+score0.95"
     assert not list(tmp_path.glob(".copy*"))  # no half-written bundle left beside it
+    # retuned twice: one retune section in the report, the version not stacked
+    r = run_cli("retune", "--model", str(copy), "--val-data", str(root / "val"), "--out",
+                str(copy), "--score-keep", "0.9", module="host_training")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_bundle(copy).version == "0.0.1+score0.9"
+    assert (copy / "report.md").read_text().count("## Operating point retuned") == 1
     # bad input: one line naming what to do
     for args, says in ((["--model", str(src / "model_quant.tflite")], "bundle folder"),
                        (["--model", str(src), "--score-keep", "1.5"], "between 0.5 and 1"),
                        (["--model", str(src), "--val-data", str(root / "negatives")],
-                        "no class subfolders")):
+                        "no class subfolders"),
+                       (["--model", str(tmp_path / "nothing")], "not found"),
+                       (["--model", str(src), "--out", str(src / "labels.txt")],
+                        "is a file")):
         if "--val-data" not in args:
             args += ["--val-data", str(root / "val")]
-        bad = run_cli("retune", *args, "--out", str(tmp_path / "x"), module="host_training")
+        if "--out" not in args:
+            args += ["--out", str(tmp_path / "x")]
+        bad = run_cli("retune", *args, module="host_training")
         assert bad.returncode == 2 and says in bad.stderr and "Traceback" not in bad.stderr, \
             bad.stderr[-1500:]
     assert not (tmp_path / "x").exists()

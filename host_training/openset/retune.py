@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +28,16 @@ from pathlib import Path
 import numpy as np
 
 from device.bundle import MANIFEST, load_bundle, write_manifest
+from device.errors import ConfigError, CoralError, ModelError
 from device.openset import OperatingPoint, operating_point
 from host_training.openset import calibrate
 from host_training.train.dataset import DatasetError
 
 log = logging.getLogger(__name__)
 NOT_REMEASURED = ("open_set.validation_negatives", "open_set.validation_all",
-                  "open_set.lodo", "open_set.thresholds")
+                  "open_set.lodo", "open_set.untaught", "open_set.held_out_series")
+HEADING = "## Operating point retuned"
+TRAINING_FOLLOWS = "The sections below are the training's"
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ def tighten(point: OperatingPoint, labels: Sequence[str], outputs: Sequence[np.n
         if lb in never:
             continue
         old = point.class_thresholds.get(lb, point.threshold)
-        thresholds[lb] = new = round(min(max(old, floor), 0.999), 4)
+        thresholds[lb] = new = round(max(old, min(floor, 0.999)), 4)
         if new != old:
             changed[lb] = (old, new)
     new_point = point.model_copy(update={"class_thresholds": thresholds})
@@ -80,30 +84,37 @@ def retune(model: Path, val_data: Path, score_keep: float, out: Path, version: s
     from host_training.train.dataset import load_dataset
     from host_training.train.evaluate import evaluate_model, open_classifier, tflite_outputs
 
-    if not (Path(model) / MANIFEST).is_file():
-        raise DatasetError(f"{model}: retune needs a bundle folder (manifest.json beside the "
-                           "model), not a bare .tflite")
-    bundle = load_bundle(model)
-    point = operating_point(bundle.manifest)
+    out = _check_out(Path(out))
+    bundle = _load(Path(model))
+    try:
+        point = operating_point(bundle.manifest)
+    except ValueError as exc:
+        raise ModelError(f"{model}: {exc}; train the bundle again") from None
     if point is None:
         raise DatasetError(f"{model}: the manifest has no decision section to tighten; "
                            "train the bundle again with coral-train train")
     clf = open_classifier(model)
     names = list(bundle.labels)
-    ds = load_dataset(val_data, clf.width, clf.resize_policy, class_names=names)
+    roi = bundle.manifest.get("training", {}).get("settings", {}).get("roi")
+    ds = load_dataset(val_data, clf.width, clf.resize_policy, class_names=names,
+                      roi=tuple(roi) if roi else None)  # as the training saw them
     t = tighten(point, names, tflite_outputs(clf, ds.images, "validation"), ds.labels,
                 score_keep)
     manifest = {k: v for k, v in bundle.manifest.items() if k not in ("files", "format",
                                                                       "created")}
     before = {"version": manifest.get("version"), "decision": manifest.get("decision"),
               "validation": manifest.get("open_set", {}).get("validation", {}).get("ours")}
-    manifest["version"] = version or f"{before['version']}+score{score_keep:g}"
+    trained = str(before["version"]).split("+score")[0]
+    manifest["version"] = version or f"{trained}+score{score_keep:g}"
     manifest["decision"] = t.point.model_dump(mode="json")
-    out = Path(out)
-    stage = out.with_name(f".{out.name}.retune")
-    shutil.rmtree(stage, ignore_errors=True)
-    shutil.copytree(bundle.root, stage)
     try:
+        scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.retune-", dir=out.parent))
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write beside it ({exc.strerror}); choose a "
+                         "folder you can write to") from None
+    stage = scratch / "bundle"
+    try:
+        _copy_files(bundle, stage)
         write_manifest(stage, manifest)
         fig = evaluate_model(stage, val_data, None, negatives, other, 8 if other else 0)
         section = {"from_version": before["version"], "score_keep": score_keep,
@@ -115,6 +126,7 @@ def retune(model: Path, val_data: Path, score_keep: float, out: Path, version: s
                    "not_remeasured": list(NOT_REMEASURED)}
         opens = manifest.setdefault("open_set", {})
         opens.setdefault("validation", {})["ours"] = fig["decision"]
+        opens.setdefault("thresholds", {})["ours"] = manifest["decision"]
         if "ood_kind" in opens:
             opens["ood_kind"] = f"{opens['ood_kind'].split(' + ')[0]} + top-1 score keeping " \
                                 f"{score_keep:.2f}"
@@ -128,9 +140,40 @@ def retune(model: Path, val_data: Path, score_keep: float, out: Path, version: s
         write_manifest(stage, manifest)
         load_bundle(stage)  # sealed and loadable, before it replaces anything
         replace_dir(stage, out)
+    except OSError as exc:
+        raise CoralError(f"retune: could not write {out}: {exc.strerror or exc}; the old "
+                         f"bundle is kept (as .{out.name}.old beside it if the swap itself "
+                         "failed)") from None
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return section
+
+
+def _check_out(out: Path) -> Path:
+    """--out, checked before any work: a folder (or nothing yet) in an existing folder."""
+    out = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: give a folder for the new bundle")
+    if out == out.parent or not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: its parent folder does not exist; create it first")
+    return out
+
+
+def _load(model: Path):
+    if not model.exists():
+        raise DatasetError(f"--model {model}: not found; give a bundle folder")
+    if not (model / MANIFEST).is_file():
+        raise DatasetError(f"{model}: retune needs a bundle folder (manifest.json beside the "
+                           "model), not a bare .tflite")
+    return load_bundle(model)
+
+
+def _copy_files(bundle, stage: Path) -> None:
+    """Only what the manifest seals (no stray editor backups or half-written files)."""
+    for rel in bundle.manifest["files"]:
+        dest = stage / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(bundle.root) / rel, dest)
 
 
 def _brief(decision: dict | None) -> dict | None:
@@ -149,10 +192,13 @@ def _report(stage: Path, manifest: dict, section: dict, fig: dict) -> None:
     text = path.read_text() if path.is_file() else ""
     lines = text.splitlines()
     body = lines[1:] if lines and lines[0].startswith("# ") else lines
+    if body and any(x.startswith(HEADING) for x in body[:4]):  # retuned before: replace it
+        end = next((i for i, x in enumerate(body) if x.startswith(TRAINING_FOLLOWS)), -1)
+        body = body[end + 1:] if end >= 0 else body
     b, a = section["validation_before"] or {}, section["validation"]
     changed = ", ".join(f"{k} {v['from']} → {v['to']}" for k, v in section["changed"].items())
     new = [f"# {manifest.get('name', '')} v{manifest['version']}", "",
-           f"## Operating point retuned (from v{section['from_version']})", "",
+           f"{HEADING} (from v{section['from_version']})", "",
            f"`coral-train retune`: the same network; every class's score threshold raised to "
            f"the top-1 score {section['score_floor']:.4f} that {pct(section['score_keep'])} of "
            f"the {section['n_correct_validation']} correctly classified validation notes "
@@ -168,7 +214,7 @@ def _report(stage: Path, manifest: dict, section: dict, fig: dict) -> None:
     if fig.get("negatives"):
         new += ["", f"Far, negatives: {pct(fig['negatives']['false_accept'])} of "
                     f"{fig['negatives']['n_negatives']} accepted."]
-    new += ["", "The sections below are the training's, measured at the trained point; "
+    new += ["", f"{TRAINING_FOLLOWS}, measured at the trained point; "
                 "those re-measured here (validation, real notes that are not ours, negatives) "
                 "are superseded by the figures above, the others "
                 f"({', '.join(section['not_remeasured'])}) can only have fallen, since no "
