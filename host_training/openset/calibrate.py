@@ -60,16 +60,16 @@ def calibrate(outputs: Sequence[np.ndarray], y: np.ndarray, labels: Sequence[str
     never = {i for i, lb in enumerate(labels) if lb in background or lb in unknown
              or lb in refused}
     positive = (y >= 0) & ~np.isin(y, list(never))
+    correct = positive & (top == y)
     rule = None
     passes = np.ones(len(y), bool)
     if kind != "none":
         ood = ood_values(kind, outputs)
-        correct = positive & (top == y)
         limit = float(np.quantile(ood[correct], keep)) if correct.any() else 1.0
         rule = OodRule(kind=kind, threshold=round(limit + 1e-6, 6),
                        output=1 if kind == "class_mean_cosine" else 0)
         passes = ood <= rule.threshold
-    floor = score_floor(scores, top, positive & (top == y), score_keep)
+    floor = score_floor(scores, top, correct, score_keep)
     thresholds = {}
     for c, lb in enumerate(labels):
         if c in never:

@@ -102,7 +102,7 @@ def retune(model: Path, val_data: Path, score_keep: float, out: Path, version: s
                 score_keep)
     manifest = {k: v for k, v in bundle.manifest.items() if k not in ("files", "format",
                                                                       "created")}
-    before = {"version": manifest.get("version"), "decision": manifest.get("decision"),
+    before = {"version": manifest.get("version"),
               "validation": manifest.get("open_set", {}).get("validation", {}).get("ours")}
     trained = str(before["version"]).split("+score")[0]
     manifest["version"] = version or f"{trained}+score{score_keep:g}"
@@ -207,8 +207,8 @@ def _report(stage: Path, manifest: dict, section: dict, fig: dict) -> None:
            f"{pct(b.get('accepted_right'))} → {pct(a['accepted_right'])}, as a wrong value "
            f"{pct(b.get('accepted_wrong'))} → {pct(a['accepted_wrong'])}."]
     if fig.get("other_notes"):
-        new += ["", other_notes.summary(fig["other_notes"])[0].upper()
-                + other_notes.summary(fig["other_notes"])[1:] + "."]
+        line = other_notes.summary(fig["other_notes"])
+        new += ["", line[:1].upper() + line[1:] + "."]
     if fig.get("other_notes_events"):
         new += ["", "P" + replays.summary(fig["other_notes_events"])[1:] + "."]
     if fig.get("negatives"):

@@ -14,6 +14,7 @@ quantile, not an absolute threshold, which is what can carry from a fold to the 
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Sequence
 
@@ -59,6 +60,7 @@ def measure(point: OperatingPoint, labels: Sequence[str], val_outputs: Sequence[
                                               calibrate.ood_values(k, untaught_outputs)))
                     for k in dict.fromkeys((kind, "max_softmax"))}
 
+    @functools.cache  # the curve's keeps are among the search's: each point calibrated once
     def at(rule: str, keep: float) -> dict:
         kind, score_keep = ("class_mean_cosine", keep) if rule == BOTH else (rule, 1.0)
         p = calibrate.calibrate(val_outputs, val_y, labels, point.background_labels,
